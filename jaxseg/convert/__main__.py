@@ -1,0 +1,64 @@
+"""Command line: convert a published PyTorch checkpoint into a jaxseg orbax checkpoint.
+
+    python -m jaxseg.convert --src cityscapes_best.pth --model DeepWV3Plus --out ckpt/wrn38
+    python -m jaxseg.convert --src wider_resnet38.pth --model DeepWV3Plus --trunk-only
+        --num-classes 19 --out ckpt/wrn38_imagenet     (one line)
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from typing import Any, Sequence
+
+
+def _override(text: str) -> tuple[str, Any]:
+  key, sep, value = text.partition('=')
+  if not sep or not key:
+    raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+  try:
+    return key, ast.literal_eval(value)
+  except (ValueError, SyntaxError):
+    return key, value  # A bare word, e.g. precision=highest.
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m jaxseg.convert', description=__doc__.split('\n\n')[0],
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--src', required=True, help='PyTorch .pth checkpoint (legacy or zip)')
+  parser.add_argument('--model', required=True,
+                      help='registry model name, e.g. DeepWV3Plus, DeepSRNX50V3PlusD_m1')
+  parser.add_argument('--out', required=True, help='output orbax checkpoint directory')
+  parser.add_argument('--num-classes', type=int, default=None,
+                      help='classifier size (default: the checkpoint\'s); a different value '
+                      're-initialises the final classifier only')
+  parser.add_argument('--trunk-only', action='store_true',
+                      help='the file holds ImageNet trunk weights; the head stays random')
+  parser.add_argument('--allow-partial', action='store_true',
+                      help='load the matching tensors instead of refusing another model\'s file')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace an existing converted checkpoint in --out')
+  parser.add_argument('--seed', type=int, default=0,
+                      help='initialisation seed for whatever the file does not provide')
+  parser.add_argument('--model-override', type=_override, action='append', default=[],
+                      metavar='KEY=VALUE', help='create_model keyword, e.g. width_multiplier=0.5')
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  from jaxseg.convert.converter import convert_checkpoint  # After parsing: --help stays fast.
+  try:
+    convert_checkpoint(args.src, args.model, out_dir=args.out, num_classes=args.num_classes,
+                       trunk_only=args.trunk_only, allow_partial=args.allow_partial,
+                       seed=args.seed, model_overrides=dict(args.model_override),
+                       overwrite=args.overwrite)
+  except (FileNotFoundError, FileExistsError, ValueError) as e:  # ValueError: PthFormatError too.
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

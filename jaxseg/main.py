@@ -1,0 +1,122 @@
+r"""jaxseg command line: train, evaluate, predict and convert.
+
+  python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo
+  python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo --mode eval
+  python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo --mode predict \
+      --input some/image_or_folder --output /tmp/demo/pred
+  python -m jaxseg.main --mode convert --src cityscapes_best.pth --model DeepWV3Plus --out DIR
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and outputs.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "convert"], "What to run.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "eval/predict: a checkpoint step dir or workdir (default: --workdir).")
+_STEP = flags.DEFINE_integer("step", None, "eval/predict: checkpoint step (default: latest).")
+_INPUT = flags.DEFINE_string("input", None, "predict: an image file or a folder of images.")
+_OUTPUT = flags.DEFINE_string("output", None, "predict: output folder (default WORKDIR/predict).")
+_SRC = flags.DEFINE_string("src", None, "convert: the PyTorch .pth file.")
+_MODEL = flags.DEFINE_string("model", None, "convert: registry model name.")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "convert: classes of the output model.")
+_OUT = flags.DEFINE_string("out", None, "convert: output checkpoint directory.")
+_TRUNK_ONLY = flags.DEFINE_bool("trunk_only", False, "convert: an ImageNet trunk file.")
+
+
+def _require(flag, mode: str) -> str:
+  if not flag.value:
+    raise app.UsageError(f"--{flag.name} is required with --mode {mode}")
+  return flag.value
+
+
+def _convert() -> None:
+  from jaxseg.convert import converter
+  converter.convert_checkpoint(_require(_SRC, "convert"), _require(_MODEL, "convert"),
+                               num_classes=_NUM_CLASSES.value, out_dir=_require(_OUT, "convert"),
+                               trunk_only=_TRUNK_ONLY.value)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _MODE.value == "convert":
+    _convert()
+    return
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config is required, e.g. --config configs/demo.py")
+  workdir = _require(_WORKDIR, _MODE.value)
+  from jaxseg.train_lib import distributed
+  distributed.maybe_initialize()
+  if _MODE.value == "train":
+    from jaxseg.train_lib import trainer
+    trainer.train_and_evaluate(config, workdir)
+  elif _MODE.value == "eval":
+    from jaxseg.train_lib import inference
+    inference.evaluate_checkpoint(config, workdir, checkpoint=_CHECKPOINT.value or workdir,
+                                  step=_STEP.value)
+  elif _MODE.value == "predict":
+    from jaxseg.train_lib import inference
+    inference.predict_paths(config, checkpoint=_CHECKPOINT.value or workdir, step=_STEP.value,
+                            input_path=_require(_INPUT, "predict"),
+                            output_dir=_OUTPUT.value or os.path.join(workdir, "predict"))
+
+
+def _config_path(argv: list[str]) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def unknown_config_overrides(argv: list[str]) -> list[str]:
+  """The `--config.a.b=v` overrides whose field does not exist in the config file."""
+  path = _config_path(argv)
+  if not path:
+    return []
+  spec = importlib.util.spec_from_file_location("_jaxseg_user_config", path.split(":")[0])
+  if spec is None or spec.loader is None:
+    return []
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  unknown = []
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    node = config
+    field = arg[len("--config."):].split("=", 1)[0]
+    for part in field.split("."):
+      if not hasattr(node, "keys") or part not in node.keys():
+        close = difflib.get_close_matches(part, list(node.keys()) if hasattr(node, "keys") else [])
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        known = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "(not a section)"
+        unknown.append(f"--config.{field}: unknown config field '{part}'{hint} "
+                       f"(known here: {known})")
+        break
+      node = node[part]
+  return unknown
+
+
+def run() -> None:
+  logging.set_verbosity(logging.WARNING)
+  problems = unknown_config_overrides(sys.argv)
+  if problems:
+    sys.exit("error: " + "\n".join(problems))
+  app.run(main, argv=sys.argv)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,149 @@
+"""ASPP and the DeepLabV3+ heads of network/deepv3.py (DeepV3Plus, DeepWV3Plus).
+
+Head layout (both models): `aspp` (image pooling branch FIRST in the concat, then
+1x1, then the three dilated 3x3 branches), `bot_aspp` 1x1 (1280 -> 256, no BN),
+`bot_fine` 1x1 (skip -> 48, no BN), `final = Sequential(conv3x3, BN, ReLU, conv3x3,
+BN, ReLU, conv1x1 -> classes)`; every upsample is bilinear, align_corners=True.
+DeepV3Plus takes the skip from layer1 (stride 4, 'm1'); DeepWV3Plus from mod2
+(stride 2).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxseg.models.layers import (BatchNorm, Conv2d, ReLU, apply_layers,
+                                  resize_bilinear_align_corners, scale_width)
+from jaxseg.models.resnet import make_resnet_trunk
+from jaxseg.models.seresnext import make_seresnext_trunk
+from jaxseg.models.wider_resnet import make_wider_resnet38_a2_trunk
+
+
+def _conv(cin, cout, k, *, cfg, rngs, **kw):
+  return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
+                precision=cfg["precision"], rngs=rngs, **kw)
+
+
+def _conv_bn_relu(cin, cout, k, *, cfg, rngs, **kw) -> nnx.List:
+  return nnx.List([_conv(cin, cout, k, cfg=cfg, rngs=rngs, **kw),
+                   BatchNorm(cout, groups=cfg["bn_groups"], dtype=cfg["dtype"],
+                             param_dtype=cfg["param_dtype"]),
+                   ReLU()])
+
+
+def aspp_rates(output_stride: int, rates: Sequence[int] = (6, 12, 18)) -> tuple[int, ...]:
+  """_AtrousSpatialPyramidPoolingModule rates: doubled at output_stride 8."""
+  if output_stride == 8:
+    return tuple(2 * r for r in rates)
+  if output_stride == 16:
+    return tuple(rates)
+  raise ValueError(f"ASPP output_stride must be 8 or 16, got {output_stride}")
+
+
+class ASPP(nnx.Module):
+  """_AtrousSpatialPyramidPoolingModule: out channels = 5 * reduction_dim."""
+
+  def __init__(self, in_dim: int, reduction_dim: int, *, output_stride: int,
+               cfg: dict[str, Any], rngs: nnx.Rngs):
+    feats = [_conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs)]
+    for r in aspp_rates(output_stride):
+      feats.append(_conv_bn_relu(in_dim, reduction_dim, 3, padding=r, dilation=r, cfg=cfg,
+                                 rngs=rngs))
+    self.features = nnx.List(feats)
+    self.img_conv = _conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    kw = dict(train=train, rngs=rngs)
+    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
+    img = apply_layers(self.img_conv, pooled, **kw)
+    # Upsample of a 1x1 map with align_corners=True is a broadcast.
+    outs = [jnp.broadcast_to(img, x.shape[:3] + img.shape[3:])]
+    outs += [apply_layers(f, x, **kw) for f in self.features]
+    return jnp.concatenate(outs, axis=-1)
+
+
+class _DecoderHead(nnx.Module):
+  """Shared decoder: aspp -> bot_aspp, bot_fine(skip), concat(fine, up), final."""
+
+  def _init_head(self, high_channels: int, skip_channels: int, num_classes: int, *,
+                 aspp_output_stride: int, width_multiplier: float, cfg: dict[str, Any],
+                 rngs: nnx.Rngs):
+    w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
+    red, fine = w(256), w(48)
+    self.aspp = ASPP(high_channels, red, output_stride=aspp_output_stride, cfg=cfg, rngs=rngs)
+    self.bot_fine = _conv(skip_channels, fine, 1, cfg=cfg, rngs=rngs)
+    self.bot_aspp = _conv(5 * red, red, 1, cfg=cfg, rngs=rngs)
+    self.final = nnx.List([
+        *_conv_bn_relu(red + fine, red, 3, padding=1, cfg=cfg, rngs=rngs),
+        *_conv_bn_relu(red, red, 3, padding=1, cfg=cfg, rngs=rngs),
+        _conv(red, num_classes, 1, cfg=cfg, rngs=rngs),
+    ])
+    self.num_classes = num_classes
+
+  def _decode(self, high: jax.Array, skip: jax.Array, out_hw: Sequence[int], *, train: bool,
+              rngs: nnx.Rngs | None) -> jax.Array:
+    kw = dict(train=train, rngs=rngs)
+    dec0_up = self.bot_aspp(self.aspp(high, **kw))
+    dec0_fine = self.bot_fine(skip)
+    dec0_up = resize_bilinear_align_corners(dec0_up, skip.shape[1:3])
+    dec1 = apply_layers(self.final, jnp.concatenate([dec0_fine, dec0_up], axis=-1), **kw)
+    return resize_bilinear_align_corners(dec1.astype(jnp.float32), out_hw)
+
+
+class DeepV3Plus(_DecoderHead):
+  """DeepV3Plus (skip 'm1') on a ResNet / SE-ResNeXt trunk, variant D by default."""
+
+  def __init__(self, num_classes: int, *, trunk: str, output_stride: int = 8,
+               aspp_output_stride: int = 8, width_multiplier: float = 1.0,
+               cfg: dict[str, Any], rngs: nnx.Rngs):
+    kw = dict(output_stride=output_stride, width_multiplier=width_multiplier, cfg=cfg, rngs=rngs)
+    if trunk.startswith("seresnext-"):
+      mods, skip_ch, high_ch = make_seresnext_trunk(int(trunk.split("-")[1]), **kw)
+    elif trunk.startswith("resnet-"):
+      mods, skip_ch, high_ch = make_resnet_trunk(int(trunk.split("-")[1]), **kw)
+    else:
+      raise ValueError(f"DeepV3Plus: unknown trunk {trunk!r}; expected 'seresnext-50', "
+                       "'seresnext-101', 'resnet-18', 'resnet-50' or 'resnet-101'")
+    self.trunk = trunk
+    self.layer0, self.layer1, self.layer2 = mods["layer0"], mods["layer1"], mods["layer2"]
+    self.layer3, self.layer4 = mods["layer3"], mods["layer4"]
+    self._init_head(high_ch, skip_ch, num_classes, aspp_output_stride=aspp_output_stride,
+                    width_multiplier=width_multiplier, cfg=cfg, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+    kw = dict(train=train, rngs=rngs)
+    x0 = apply_layers(self.layer0, x, **kw)
+    x1 = apply_layers(self.layer1, x0, **kw)
+    x4 = apply_layers(self.layer4, apply_layers(self.layer3, apply_layers(self.layer2, x1, **kw),
+                                                **kw), **kw)
+    return self._decode(x4, x1, x.shape[1:3], **kw)
+
+
+class DeepWV3Plus(_DecoderHead):
+  """DeepLabV3+ on WiderResNet38-A2 (dilated, stride 8), skip from mod2 (stride 2)."""
+
+  def __init__(self, num_classes: int, *, output_stride: int = 8, aspp_output_stride: int = 8,
+               width_multiplier: float = 1.0, cfg: dict[str, Any], rngs: nnx.Rngs):
+    if output_stride != 8:
+      raise ValueError(f"DeepWV3Plus only supports output_stride=8, got {output_stride}")
+    mods, skip_ch, high_ch = make_wider_resnet38_a2_trunk(width_multiplier=width_multiplier,
+                                                          cfg=cfg, rngs=rngs)
+    self.mod1, self.pool2, self.mod2 = mods["mod1"], mods["pool2"], mods["mod2"]
+    self.pool3, self.mod3, self.mod4 = mods["pool3"], mods["mod3"], mods["mod4"]
+    self.mod5, self.mod6, self.mod7 = mods["mod5"], mods["mod6"], mods["mod7"]
+    self._init_head(high_ch, skip_ch, num_classes, aspp_output_stride=aspp_output_stride,
+                    width_multiplier=width_multiplier, cfg=cfg, rngs=rngs)
+
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+    kw = dict(train=train, rngs=rngs)
+    m2 = self.mod2(self.pool2(self.mod1(x, **kw)), **kw)
+    h = self.mod3(self.pool3(m2), **kw)
+    for mod in (self.mod4, self.mod5, self.mod6, self.mod7):
+      h = mod(h, **kw)
+    return self._decode(h, m2, x.shape[1:3], **kw)

@@ -1,0 +1,240 @@
+"""Building blocks with PyTorch semantics for the NHWC Flax NNX ports.
+
+Every layer takes `(x, *, train=False, rngs=None)` so containers can run any mix
+of them in order (`apply_layers`), the way a torch `nn.Sequential` does. Attribute
+names are chosen so that nnx state paths spell the torch state-dict keys:
+`Conv2d.kernel` <-> `weight`, `BatchNorm.scale/bias/mean/var` <->
+`weight/bias/running_mean/running_var` (see jaxseg/convert/torch_layout.py).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Dtype = Any
+Precision = jax.lax.PrecisionLike
+
+_he_normal = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+_he_normal_fan_out = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+  if isinstance(v, int):
+    return (v, v)
+  a, b = v
+  return (int(a), int(b))
+
+
+def scale_width(channels: int, multiplier: float) -> int:
+  """Channel count scaled by `multiplier`, rounded, at least 4 (identity at 1.0)."""
+  if multiplier == 1.0:
+    return int(channels)
+  return max(4, int(round(channels * multiplier)))
+
+
+def divisible_groups(width: int, target: int) -> int:
+  """Largest group count <= `target` that divides `width` (at least 1)."""
+  for g in range(max(1, min(target, width)), 0, -1):
+    if width % g == 0:
+      return g
+  return 1
+
+
+class Conv2d(nnx.Module):
+  """torch.nn.Conv2d on NHWC inputs; kernel stored as (kh, kw, in/groups, out).
+
+  Padding is the torch symmetric zero padding `padding` on each side, so output
+  sizes equal torch's for every stride/dilation.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+               *, stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+               dilation: int | Sequence[int] = 1, groups: int = 1, use_bias: bool = False,
+               dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+               precision: Precision = None, kernel_init=_he_normal, rngs: nnx.Rngs):
+    if in_channels % groups or out_channels % groups:
+      raise ValueError(f"Conv2d: in_channels={in_channels} and out_channels={out_channels} "
+                       f"must be divisible by groups={groups}")
+    kh, kw = _pair(kernel_size)
+    self.in_channels, self.out_channels = in_channels, out_channels
+    self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+    self.groups = groups
+    self.dtype, self.precision = dtype, precision
+    self.kernel = nnx.Param(
+        kernel_init(rngs.params(), (kh, kw, in_channels // groups, out_channels), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype)) if use_bias else None
+
+  def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    del train, rngs
+    ph, pw = self.padding
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+        window_strides=self.stride, padding=((ph, ph), (pw, pw)),
+        rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=self.groups, precision=self.precision)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class BatchNorm(nnx.Module):
+  """torch.nn.BatchNorm2d over the channel (last) axis, statistics in float32.
+
+  train: normalise with the biased batch variance; update the running stats with
+  momentum (torch convention `running = (1 - m) * running + m * batch`) using the
+  UNBIASED variance. eval: use the running stats. `groups=G > 1` splits the batch
+  into G equal groups with their own statistics (per-device BN as in the original
+  without --syncbn); the running stats get the mean over groups.
+  """
+
+  def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1,
+               groups: int = 1, dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+               rngs: nnx.Rngs | None = None):
+    del rngs
+    if groups < 1:
+      raise ValueError(f"BatchNorm: groups must be >= 1, got {groups}")
+    self.num_features, self.eps, self.momentum, self.groups = num_features, eps, momentum, groups
+    self.dtype = dtype
+    self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
+    self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
+    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+
+  def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    del rngs
+    scale = self.scale[...].astype(jnp.float32)
+    bias = self.bias[...].astype(jnp.float32)
+    if not train:
+      # Folded affine form, the same arithmetic as torch's CPU eval kernel.
+      alpha = scale * jax.lax.rsqrt(self.var[...] + self.eps)
+      beta = bias - self.mean[...] * alpha
+      return (x.astype(jnp.float32) * alpha + beta).astype(self.dtype)
+    n = x.shape[0]
+    if n % self.groups:
+      raise ValueError(f"BatchNorm: batch size {n} is not divisible by bn_groups={self.groups}")
+    xg = x.astype(jnp.float32).reshape((self.groups, n // self.groups) + x.shape[1:])
+    axes = tuple(range(1, xg.ndim - 1))
+    mean = jnp.mean(xg, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
+    y = (xg - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias
+    count = math.prod(xg.shape[1:-1])
+    unbiased = var * (count / max(count - 1, 1))
+    m = self.momentum
+    self.mean[...] = (1 - m) * self.mean[...] + m * jnp.mean(mean.reshape(self.groups, -1), 0)
+    self.var[...] = (1 - m) * self.var[...] + m * jnp.mean(unbiased.reshape(self.groups, -1), 0)
+    return y.reshape(x.shape).astype(self.dtype)
+
+
+class ReLU(nnx.Module):
+  """Stateless ReLU; a module so that Sequential indices match torch's."""
+
+  def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    del train, rngs
+    return jax.nn.relu(x)
+
+
+class MaxPool2d(nnx.Module):
+  """torch.nn.MaxPool2d (NHWC), including `ceil_mode` with torch's output-size rule."""
+
+  def __init__(self, kernel_size: int, stride: int, padding: int = 0, ceil_mode: bool = False):
+    self.kernel_size, self.stride, self.padding, self.ceil_mode = (
+        kernel_size, stride, padding, ceil_mode)
+
+  def _pads(self, size: int) -> tuple[int, int]:
+    k, s, p = self.kernel_size, self.stride, self.padding
+    span = size + 2 * p - k
+    if span < 0:
+      raise ValueError(f"MaxPool2d: input size {size} smaller than kernel {k} (padding {p})")
+    out = (-(-span // s) if self.ceil_mode else span // s) + 1
+    if self.ceil_mode and (out - 1) * s >= size + p:
+      out -= 1  # torch: the last window must start inside the input or left padding
+    return p, max(0, (out - 1) * s + k - size - p)
+
+  def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    del train, rngs
+    k, s = self.kernel_size, self.stride
+    pads = ((0, 0), self._pads(x.shape[1]), self._pads(x.shape[2]), (0, 0))
+    # A Python -inf scalar lets JAX recognise the max monoid, which is differentiable.
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, s, s, 1), pads)
+
+
+class Dropout2d(nnx.Module):
+  """torch.nn.Dropout2d: zeroes whole channels per sample, keys from call-time rngs."""
+
+  def __init__(self, rate: float):
+    self.rate = rate
+    self.drop = nnx.Dropout(rate, broadcast_dims=(1, 2), rng_collection="dropout")
+
+  def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    if train and self.rate > 0 and rngs is None:
+      raise ValueError("Dropout2d: train=True needs `rngs` with a 'dropout' stream")
+    return self.drop(x, deterministic=not train, rngs=rngs)
+
+
+def apply_layers(layers: Sequence[Any] | nnx.Module, x: jax.Array, *, train: bool,
+                 rngs: nnx.Rngs | None) -> jax.Array:
+  """Runs layers in order like torch.nn.Sequential (nested nnx.Lists included).
+
+  A single module (e.g. a NamedSequential) is simply called.
+  """
+  if not isinstance(layers, (nnx.List, list, tuple)):
+    return layers(x, train=train, rngs=rngs)
+  for layer in layers:
+    if isinstance(layer, nnx.List):
+      x = apply_layers(layer, x, train=train, rngs=rngs)
+    else:
+      x = layer(x, train=train, rngs=rngs)
+  return x
+
+
+class NamedSequential(nnx.Module):
+  """Sequential with named children (torch `nn.Sequential(OrderedDict(...))`)."""
+
+  def __init__(self, named_layers: Sequence[tuple[str, nnx.Module]]):
+    for name, layer in named_layers:
+      setattr(self, name, layer)
+    self.layer_names = tuple(name for name, _ in named_layers)
+
+  def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    return apply_layers([getattr(self, n) for n in self.layer_names], x, train=train, rngs=rngs)
+
+
+def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Indices i0, i1 and weight of i1 for align_corners=True, in torch's float32 arithmetic."""
+  scale = np.float32(in_size - 1) / np.float32(out_size - 1) if out_size > 1 else np.float32(0)
+  src = np.float32(scale) * np.arange(out_size, dtype=np.float32)
+  i0 = np.minimum(src.astype(np.int64), in_size - 1)
+  i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
+  lam = (src - i0.astype(np.float32)).astype(np.float32)
+  return i0, i1, lam
+
+
+def resize_bilinear_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Bilinear resize of NHWC `x` to `size`=(H, W) with torch `align_corners=True`.
+
+  Separable two-tap gathers, computed in float32 (the original runs Upsample in
+  float32 under apex amp); exact for any sizes including 1x1 sources/targets.
+  """
+  out_h, out_w = int(size[0]), int(size[1])
+  in_dtype = x.dtype
+  y = x.astype(jnp.float32)
+  if (y.shape[1], y.shape[2]) == (out_h, out_w):
+    return x
+  for axis, out in ((1, out_h), (2, out_w)):
+    in_size = y.shape[axis]
+    if in_size == out:
+      continue
+    i0, i1, lam = _linear_taps(in_size, out)
+    shape = [1, 1, 1, 1]
+    shape[axis] = out
+    w1 = jnp.asarray(lam).reshape(shape)
+    a = jnp.take(y, jnp.asarray(i0), axis=axis)
+    b = jnp.take(y, jnp.asarray(i1), axis=axis)
+    y = a * (1 - w1) + b * w1
+  return y.astype(in_dtype)

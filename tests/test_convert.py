@@ -1,0 +1,228 @@
+"""Tests for the .pth -> orbax converter (jaxseg.convert)."""
+import collections
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxseg.convert.converter import convert_checkpoint, unwrap_checkpoint
+from jaxseg.convert.pth_reader import load_pth
+
+_MODEL = 'DeepR18V3PlusD_m1'
+_OVERRIDES = {'width_multiplier': 0.125}
+_CLASSES = 3
+
+
+# --- unwrap_checkpoint on the reference files (no model needed) ------------------------------
+
+
+def _pth(reference_dir: pathlib.Path, name: str) -> pathlib.Path:
+  path = reference_dir / 'pth_formats' / name
+  if not path.is_file():
+    pytest.skip(f'{path} not found')
+  return path
+
+
+@pytest.mark.parametrize('name', ['seg_checkpoint_legacy.pth', 'seg_checkpoint_zip.pth'])
+def test_unwrap_segmentation_checkpoint(reference_dir, name):
+  sd, meta = unwrap_checkpoint(load_pth(_pth(reference_dir, name)))
+  assert list(sd) == ['conv1.weight', 'bn1.weight', 'bn1.bias', 'bn1.running_mean',
+                      'bn1.running_var', 'bn1.num_batches_tracked', 'final.weight', 'final.bias']
+  assert meta['epoch'] == 87 and type(meta['mean_iu']) is float
+  assert meta['mean_iu'] == 0.8123456789 and meta['command'].startswith('python -m torch')
+  assert 'optimizer' not in meta
+
+
+@pytest.mark.parametrize('name, want', [
+    ('sdcnet_checkpoint_legacy.pth', {'epoch': 12, 'arch': 'SDCNet2DRecon'}),
+    ('flownet2_checkpoint_legacy.pth', {'epoch': 0, 'best_EPE': 1e10}),
+    ('bare_state_dict_zip.pth', {}),
+    ('bare_state_dict_legacy.pth', {}),
+])
+def test_unwrap_other_layouts(reference_dir, name, want):
+  sd, meta = unwrap_checkpoint(load_pth(_pth(reference_dir, name)))
+  assert meta == want
+  assert sd['final.weight'].shape == (2, 4, 1, 1)
+  assert sd['bn1.num_batches_tracked'].dtype == np.int64
+
+
+def test_unwrap_rejects_non_checkpoints():
+  with pytest.raises(ValueError, match='state_dict'):
+    unwrap_checkpoint({'epoch': 3, 'model': 'x'})
+  with pytest.raises(ValueError, match='not a tensor'):
+    unwrap_checkpoint({'state_dict': {'a.weight': np.zeros(2), 'b': 'text'}})
+  with pytest.raises(ValueError, match='list'):
+    unwrap_checkpoint([np.zeros(2)])
+
+
+# --- end to end with a tiny registry model ----------------------------------------------------
+
+
+def _tiny_model(seed: int, num_classes: int = _CLASSES) -> nnx.Module:
+  from jaxseg.models import registry
+  return registry.create_model(_MODEL, num_classes=num_classes, rngs=nnx.Rngs(seed),
+                               **_OVERRIDES)
+
+
+def _randomize(model: nnx.Module, seed: int) -> None:
+  """Non-trivial values everywhere, BN statistics included (fresh ones are 0/1)."""
+  rng = np.random.default_rng(seed)
+  for path, var in nnx.iter_graph(model):
+    if isinstance(var, (nnx.Param, nnx.BatchStat)):
+      value = rng.normal(0.0, 0.2, np.shape(var.get_value())).astype(np.float32)
+      if str(path[-1]).endswith('var'):  # BN running variance must stay positive.
+        value = np.abs(value) + 0.5
+      var.set_value(jnp.asarray(value))
+
+
+def _logits(model: nnx.Module) -> np.ndarray:
+  x = jax.random.normal(jax.random.key(1), (1, 24, 40, 3), jnp.float32)
+  return np.asarray(model(x, train=False))
+
+
+def _variables(model: nnx.Module) -> dict[str, np.ndarray]:
+  return {'/'.join(map(str, path)): np.asarray(var.get_value())
+          for path, var in nnx.iter_graph(model)
+          if isinstance(var, (nnx.Param, nnx.BatchStat))}
+
+
+@pytest.fixture(scope='module')
+def source_model() -> nnx.Module:
+  pytest.importorskip('jaxseg.convert.torch_layout')
+  model = _tiny_model(seed=0)
+  _randomize(model, seed=0)
+  return model
+
+
+def _save_published(torch, model: nnx.Module, path: pathlib.Path, zip_format: bool) -> None:
+  """Writes `model` as the published checkpoints are laid out (DataParallel prefix etc.)."""
+  from jaxseg.convert import torch_layout
+  sd = collections.OrderedDict(
+      ('module.' + k, torch.from_numpy(np.array(v))) for k, v in
+      torch_layout.model_state_dict(model).items())
+  checkpoint = {
+      'state_dict': sd, 'optimizer': {'state': {}, 'param_groups': [{'lr': 0.01}]},
+      'epoch': 7, 'mean_iu': np.float64(0.5), 'command': 'python train.py --arch x'}
+  torch.save(checkpoint, path, _use_new_zipfile_serialization=zip_format)
+
+
+def _restore(step_dir: str, num_classes: int = _CLASSES, seed: int = 123) -> nnx.Module:
+  from jaxseg.train_lib.checkpoint import restore_model_variables
+  model = _tiny_model(seed=seed, num_classes=num_classes)
+  meta = restore_model_variables(step_dir, model, expected_model=_MODEL)
+  assert meta['model'] == _MODEL and meta['num_classes'] == num_classes
+  assert meta['model_overrides'] == _OVERRIDES
+  return model
+
+
+@pytest.mark.parametrize('zip_format', [True, False])
+def test_convert_round_trip_logits(source_model, tmp_path, zip_format):
+  torch = pytest.importorskip('torch')
+  src = tmp_path / 'published.pth'
+  _save_published(torch, source_model, src, zip_format)
+  report = convert_checkpoint(src, _MODEL, out_dir=tmp_path / 'out', model_overrides=_OVERRIDES,
+                              verbose=False)
+  assert report.num_classes == _CLASSES  # Inferred from the file's classifier.
+  assert not (report.missing or report.unexpected or report.mismatched or report.reinitialized)
+  assert report.meta == {'epoch': 7, 'mean_iu': 0.5, 'command': 'python train.py --arch x'}
+  restored = _restore(report.out_path)
+  want = _logits(source_model)
+  assert np.abs(want).max() > 1e-3  # The comparison below is not trivially 0 == 0.
+  np.testing.assert_array_equal(_logits(restored), want)
+  original, got = _variables(source_model), _variables(restored)
+  assert got.keys() == original.keys()
+  for key in original:
+    np.testing.assert_array_equal(got[key], original[key], err_msg=key)
+
+
+def test_num_classes_change_reinitializes_only_classifier(source_model, tmp_path, capsys):
+  torch = pytest.importorskip('torch')
+  src = tmp_path / 'published.pth'
+  _save_published(torch, source_model, src, zip_format=True)
+  report = convert_checkpoint(src, _MODEL, out_dir=tmp_path / 'out5', num_classes=5,
+                              model_overrides=_OVERRIDES, verbose=True)
+  # The original classifier `final.6` is a bias-free 1x1 conv.
+  classifier = sorted(k for k in report.loaded + report.reinitialized if k.startswith('final.6.'))
+  assert sorted(report.reinitialized) == classifier == ['final.6.weight']
+  assert not (report.missing or report.unexpected or report.mismatched)
+  assert 're-initialised classifier for 5 classes' in capsys.readouterr().out
+  restored = _restore(report.out_path, num_classes=5)
+  original, got = _variables(source_model), _variables(restored)
+  assert got.keys() == original.keys()
+  for key in original:
+    if key.startswith('final/6/'):
+      assert got[key].shape[-1] == 5 and original[key].shape[-1] == _CLASSES
+    else:
+      np.testing.assert_array_equal(got[key], original[key], err_msg=key)
+  assert _logits(restored).shape == (1, 24, 40, 5)
+
+
+def test_wrong_model_is_refused(source_model, tmp_path):
+  torch = pytest.importorskip('torch')
+  src = tmp_path / 'r18.pth'
+  _save_published(torch, source_model, src, zip_format=True)
+  with pytest.raises(ValueError) as info:
+    convert_checkpoint(src, 'DeepWV3Plus', out_dir=tmp_path / 'wrong',
+                       model_overrides=_OVERRIDES, verbose=False)
+  message = str(info.value)
+  assert 'DeepWV3Plus' in message and str(src) in message
+  assert 'mod1.' in message and 'layer0.' in message  # Keys of both networks are named.
+  assert not (tmp_path / 'wrong').exists()
+
+
+def test_cli(source_model, tmp_path, capsys):
+  torch = pytest.importorskip('torch')
+  from jaxseg.convert.__main__ import main
+  src = tmp_path / 'published.pth'
+  _save_published(torch, source_model, src, zip_format=False)
+  out = tmp_path / 'cli'
+  assert main(['--src', str(src), '--model', _MODEL, '--out', str(out),
+               '--model-override', 'width_multiplier=0.125']) == 0
+  assert 'loaded' in capsys.readouterr().out
+  np.testing.assert_array_equal(_logits(_restore(str(out / '0'))), _logits(source_model))
+  argv = ['--src', str(src), '--model', _MODEL, '--out', str(out), '--model-override',
+          'width_multiplier=0.125', '--num-classes', '4']
+  assert main(argv) == 1  # Refuses to replace the first conversion...
+  assert 'already exists' in capsys.readouterr().err
+  assert main(argv + ['--overwrite']) == 0  # ...unless asked to.
+  _restore(str(out / '0'), num_classes=4)
+  assert main(['--src', str(tmp_path / 'missing.pth'), '--model', _MODEL,
+               '--out', str(tmp_path / 'other')]) == 1
+  assert 'missing.pth' in capsys.readouterr().err
+
+
+def test_trunk_only(source_model, tmp_path):
+  torch = pytest.importorskip('torch')
+  from jaxseg.convert import torch_layout
+  # An ImageNet (torchvision) ResNet file: conv1/bn1 for layer0, layer1..4, an unused fc.
+  trunk = collections.OrderedDict()
+  for key, value in torch_layout.model_state_dict(source_model).items():
+    if key.startswith('layer0.0.'):
+      key = 'conv1.' + key[len('layer0.0.'):]
+    elif key.startswith('layer0.1.'):
+      key = 'bn1.' + key[len('layer0.1.'):]
+    elif not key.startswith('layer'):
+      continue
+    trunk[key] = torch.from_numpy(np.array(value))
+  trunk['fc.weight'], trunk['fc.bias'] = torch.zeros(10, 4), torch.zeros(10)
+  src = tmp_path / 'imagenet.pth'
+  torch.save(trunk, src)
+  with pytest.raises(ValueError, match='--num-classes is required'):
+    convert_checkpoint(src, _MODEL, out_dir=tmp_path / 'x', trunk_only=True,
+                       model_overrides=_OVERRIDES, verbose=False)
+  report = convert_checkpoint(src, _MODEL, out_dir=tmp_path / 'trunk', trunk_only=True,
+                              num_classes=4, model_overrides=_OVERRIDES, verbose=False)
+  assert not (report.missing or report.unexpected or report.mismatched)
+  assert {'fc.weight', 'fc.bias'} <= set(report.ignored)
+  assert 'final.6.weight' in report.left_at_init and 'aspp.img_conv.0.weight' in report.left_at_init
+  assert not any(k.startswith('layer') for k in report.left_at_init)
+  restored = _restore(report.out_path, num_classes=4)
+  original, got = _variables(source_model), _variables(restored)
+  for key in original:
+    if key.startswith('layer'):
+      np.testing.assert_array_equal(got[key], original[key], err_msg=key)
+    elif key.startswith('bot_aspp'):  # Head: random initialisation, not the source's values.
+      assert not np.array_equal(got[key], original[key]), key
