@@ -18,7 +18,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.precision = "bf16"  # 'bf16' | 'fp16' (dynamic loss scaling) | 'fp32'
   c.syncbn = True  # global BatchNorm statistics over all devices; False = per device
   c.progress_bar = True
-  c.init_from = ""  # model checkpoint (converted or trained) to start from
+  # Model checkpoint (a jaxseg run, a converted .pth, an ImageNet trunk converted with
+  # --trunk_only) to start a fresh run from; variables whose shape differs (the classifier of
+  # another class count) keep their initialisation and the run lists them. Resuming the run's
+  # own checkpoints takes precedence.
+  c.init_from = ""
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "DeepR50V3PlusD_m1"
@@ -29,6 +33,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = data_defaults.data_config()
   c.loss = losses.default_loss_config()
   c.loss.num_classes = -1  # set from the model at run time
+  # Label relaxation switches off for epochs > rlx_off_epoch (original --rlx_off_epoch; the
+  # train step is rebuilt then); -1 = never. Also the default scl-poly restart epoch.
+  c.loss.rlx_off_epoch = -1
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"
@@ -37,28 +44,70 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 1e-4
   c.optimizer.nesterov = False
 
+  # Learning rate (see train_lib/optimizer.py): lr * lambda(x), x the epoch position.
   c.schedule = ml_collections.ConfigDict()
-  c.schedule.name = "poly"  # 'poly' | 'constant'
+  c.schedule.name = "poly"  # 'poly' | 'scl-poly' | 'constant' (original --lr_schedule)
   c.schedule.power = 1.0  # original --poly_exp
-  c.schedule.warmup_steps = 0
+  # 'step': x = fractional epochs done (smooth); 'epoch': x = epoch index (the original's
+  # per-epoch LambdaLR; needs train.num_epochs).
+  c.schedule.granularity = "step"
+  # Added to x. The original steps its scheduler before each epoch: epoch e trains at
+  # lambda(e + 1), i.e. granularity='epoch' with epoch_offset=1 (the last epoch at lr 0).
+  c.schedule.epoch_offset = 0.0
+  c.schedule.rescale_epoch = -1  # scl-poly restart epoch T; -1: loss.rlx_off_epoch
+  c.schedule.rescale = 1.0  # scl-poly: lr ratio after the restart (original --rescale)
+  c.schedule.repoly = 1.5  # scl-poly: poly exponent after the restart (original --repoly)
+  c.schedule.warmup_steps = 0  # linear ramp factor step / warmup_steps (0 = none)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 8  # global, over all devices and hosts
+  # >0: the global batch is bs_mult x devices on the batch axes (original --bs_mult, images
+  # per GPU), overriding batch_size. The recipes keep batch_size = 16 (= 2 x 8 GPUs) instead,
+  # so they train the published batch on any device count.
+  c.train.bs_mult = 0
   c.train.num_steps = -1
   c.train.num_epochs = -1
   c.train.log_every = 50
-  c.train.eval_every = 1000
+  c.train.eval_every = 1000  # steps (0 = only at the end / per eval_every_epochs)
+  c.train.eval_every_epochs = 0  # >0: also evaluate after every N-th epoch (original: 1)
   c.train.checkpoint_every = 1000
   c.train.stop_at_step = 0  # >0: save and exit at this step (time-sliced jobs); resume later
+  # Multi-process runs agree on a SIGTERM every N steps (a checkpoint is collective).
+  c.train.preemption_sync_every = 10
+
+  # fp16 dynamic loss scaling (apex amp's defaults).
+  c.loss_scale = ml_collections.ConfigDict()
+  c.loss_scale.initial_scale = 2.0 ** 16
+  c.loss_scale.growth_interval = 2000
+  c.loss_scale.factor = 2.0
+  c.loss_scale.min_scale = 1.0
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8
   c.eval.max_batches = 0  # 0 = the whole split
   c.eval.write_predictions = True
   c.eval.num_prediction_images = 8
+  # --mode eval / predict inference (the original eval.py; see train_lib/sliding.py).
+  c.eval.mode = "sliding"  # 'whole' | 'sliding' (original default) | 'pooling'
+  c.eval.crop_size = 1024  # sliding tile side at scales <= 1 (x scale above 1)
+  c.eval.overlap = 1 / 3  # sliding tile overlap (original --sliding_overlap)
+  c.eval.scales = "1.0"  # comma list, e.g. "0.5,1.0,2.0" (original --scales)
+  c.eval.flip = False  # average with the mirrored image (the original's default: True)
+  c.eval.crop_budget_mpix = 8.0  # crop megapixels per device per model call (memory knob)
+  # Overlapping tiles: 'pixel' = mean per pixel; 'original' = eval.py's divisor, bug included.
+  c.eval.tile_average = "pixel"
+  c.eval.aspp_pool_size = 105  # pooling mode: ASPP image pooling window (original: 105)
+  c.eval.dump_images = False  # rgb/ pred/ compose/ diff/ pictures (original --dump_images)
+  c.eval.output_dir = ""  # --mode eval outputs; "" = WORKDIR/eval_restored
+  c.eval.overlay_alpha = 0.5  # mask weight of overlays / compose pictures
+  c.eval.video_fourcc = "mp4v"  # --mode predict on a video: codec of the output videos
 
   c.mesh = ml_collections.ConfigDict()
+  # Axes 'data' (first) and optionally 'fsdp': e.g. {"data": -1, "fsdp": 8} splits every
+  # parameter of >= fsdp_min_size elements (and its momentum) over groups of 8 devices; the
+  # batch is split over both axes. syncbn=False makes one BN ghost batch per device.
   c.mesh.shape = ml_collections.ConfigDict({"data": -1})
+  c.mesh.fsdp_min_size = 1 << 20
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep = 3

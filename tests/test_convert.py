@@ -226,3 +226,62 @@ def test_trunk_only(source_model, tmp_path):
       np.testing.assert_array_equal(got[key], original[key], err_msg=key)
     elif key.startswith('bot_aspp'):  # Head: random initialisation, not the source's values.
       assert not np.array_equal(got[key], original[key]), key
+
+
+# --- full-size published layouts from the reference fixtures (slow) ----------------------------
+
+
+def _reference_state_dict(reference_dir: pathlib.Path, name: str) -> collections.OrderedDict:
+  """The fixture's torch state dict ('module.' keys, manifest order) of a full model."""
+  import importlib.util
+  import json
+  spec = importlib.util.spec_from_file_location('_ref_weights', reference_dir / 'weights.py')
+  weights = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(weights)
+  manifest = json.loads((reference_dir / 'manifests' / f'{name}.json').read_text())
+  sd = weights.state_dict(manifest['entries'], salt=0,
+                          transposed_prefixes=manifest['transposed_prefixes'])
+  sd.update(np.load(reference_dir / name / 'buffers.npz'))
+  return collections.OrderedDict((e['key'], sd[e['key']]) for e in manifest['entries'])
+
+
+@pytest.mark.slow
+def test_published_checkpoint_parity(reference_dir, tmp_path):
+  """Published layout (legacy file, DataParallel keys) -> orbax -> logits of the original."""
+  torch = pytest.importorskip('torch')
+  from jaxseg.models import registry
+  from jaxseg.train_lib.checkpoint import restore_model_variables
+  name = 'DeepR50V3PlusD_m1'
+  sd = _reference_state_dict(reference_dir, name)
+  tensors = collections.OrderedDict((k, torch.from_numpy(v)) for k, v in sd.items())
+  checkpoint = {'state_dict': tensors,
+                'optimizer': {'state': {}, 'param_groups': []}, 'epoch': 175,
+                'mean_iu': np.float64(0.79), 'command': 'python train.py'}
+  src = tmp_path / 'published.pth'
+  torch.save(checkpoint, src, _use_new_zipfile_serialization=False)
+  report = convert_checkpoint(src, name, out_dir=tmp_path / 'out', verbose=False)
+  assert report.num_classes == 19 and len(report.loaded) + len(report.ignored) == len(sd)
+  model = nnx.eval_shape(lambda: registry.create_model(name, num_classes=19, rngs=nnx.Rngs(0)))
+  restore_model_variables(report.out_path, model, expected_model=name)
+  x = np.load(reference_dir / name / 'input.npy').transpose(0, 2, 3, 1)
+  want = np.load(reference_dir / name / 'logits.npy').transpose(0, 2, 3, 1)
+  with jax.default_matmul_precision('highest'):
+    got = np.asarray(nnx.jit(lambda m, v: m(v, train=False))(model, jnp.asarray(x)))
+  rel_l2 = np.linalg.norm(got - want) / np.linalg.norm(want)
+  assert rel_l2 <= 5e-4, rel_l2  # README bounds for DeepR50V3PlusD_m1.
+  assert np.abs(got - want).max() / want.std() <= 2.8e-3
+  assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.998
+
+
+@pytest.mark.slow
+def test_seresnext_weights_refused_for_wider_resnet(reference_dir, tmp_path):
+  torch = pytest.importorskip('torch')
+  sd = _reference_state_dict(reference_dir, 'DeepSRNX50V3PlusD_m1')
+  src = tmp_path / 'srnx50.pth'
+  torch.save({'state_dict': collections.OrderedDict(
+      (k, torch.from_numpy(v)) for k, v in sd.items())}, src)
+  with pytest.raises(ValueError) as info:
+    convert_checkpoint(src, 'DeepWV3Plus', out_dir=tmp_path / 'out', verbose=False)
+  message = str(info.value)
+  assert 'does not hold DeepWV3Plus weights' in message
+  assert 'mod1.' in message and 'layer0.' in message

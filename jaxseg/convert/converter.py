@@ -199,6 +199,9 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
   """
   from jaxseg.train_lib.checkpoint import save_model_checkpoint  # Heavy (orbax): import late.
   src = os.fspath(src)
+  if model_name not in registry.list_models():  # Before reading a possibly large file.
+    raise ValueError(f'unknown model {model_name!r}; known models: '
+                     f'{", ".join(registry.list_models())}')
   step_dir = pathlib.Path(out_dir) / str(_STEP)
   if step_dir.exists() and not overwrite:
     raise FileExistsError(f'{step_dir} already exists: choose another output directory or '

@@ -254,6 +254,17 @@ def model_state_dict(model: nnx.Module, *, prefix: str = "",
   return out
 
 
+def model_state_shapes(model: nnx.Module, *, prefix: str = "",
+                       include_num_batches_tracked: bool = False) -> dict[str, tuple[int, ...]]:
+  """{torch key: torch shape} of the model; works on abstract (eval_shape) models."""
+  out: dict[str, tuple[int, ...]] = {}
+  for key, (path, var) in _model_entries(model).items():
+    out[prefix + key] = _torch_shape(path[-1], _var_shape_dtype(var)[0])
+    if include_num_batches_tracked and key.endswith(".running_var"):
+      out[prefix + key[:-len("running_var")] + _NBT] = ()
+  return out
+
+
 # ---------------------------------------------------------------------------------------------
 # ImageNet trunk checkpoints (how deepv3.py / SEresnext.py / Resnet.py build their trunks).
 

@@ -75,7 +75,9 @@ def data_config() -> ml_collections.ConfigDict:
   # --- Class-uniform sampling (datasets/uniform.py). -------------------------
   c.class_uniform_pct = 0.0  # Share of class-centred crops (recipes 0.5).
   c.class_uniform_tile = 1024
-  c.max_cu_epoch = 100000  # Epochs after this one use fine data only.
+  # Epochs after this one rebuild with cut=True: the plain part is fine-only
+  # (SDC samples dropped), as the original's build_epoch(cut=True).
+  c.max_cu_epoch = 100000
   c.uniform_cache_dir = config_dict.placeholder(str)  # Default: next to data.
   c.uniform_num_workers = 0  # Centroid pool size (0 = all cores).
 
@@ -83,7 +85,7 @@ def data_config() -> ml_collections.ConfigDict:
   c.num_workers = 0  # Worker processes (grain mp_prefetch); 0 = in-process.
   c.worker_buffer_size = 2  # Batches buffered per worker process.
   c.read_num_threads = 8  # grain.ReadOptions threads per process.
-  c.read_prefetch_buffer_size = 16  # grain.ReadOptions buffer (elements).
+  c.read_prefetch_buffer_size = 16  # grain.ReadOptions buffer, in batches.
   c.eval_num_threads = 4
   c.eval_prefetch_buffer_size = 4
 

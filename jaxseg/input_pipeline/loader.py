@@ -128,7 +128,7 @@ class _LoadAndAugment:
     image, label = transforms.train_transform(sample['image'], sample['label'],
                                               rng, self._params, centroid)
     return {'image': image, 'label': label, '_epoch': el['epoch'],
-            '_step': el['step'], '_skipped': skipped}
+            '_step': el['step'], '_skipped': int(skipped > 0)}
 
 
 class _EpochReport(grain.IterDataset):
@@ -174,7 +174,7 @@ class _EpochReportIterator(grain.DatasetIterator):
     return {'grain': self._parent.get_state(), 'skipped': self._skipped}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    self._parent.set_state(state['grain'])
+    self._parent.set_state(_int_keys(state['grain']))
     self._skipped = int(state.get('skipped', 0))
 
   def close(self) -> None:
@@ -183,12 +183,31 @@ class _EpochReportIterator(grain.DatasetIterator):
       close()
 
 
+def _int_keys(state: Any) -> Any:
+  """Undoes JSON's int -> str key conversion in grain states (dict keys of
+  grain iterator states are ints, e.g. interleave's 'future_states')."""
+  if isinstance(state, dict):
+    return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v)
+            for k, v in state.items()}
+  if isinstance(state, list):
+    return [_int_keys(v) for v in state]
+  return state
+
+
 def _worker_init(worker_index: int, worker_count: int) -> None:
   del worker_index, worker_count
   import cv2  # pylint: disable=g-import-not-at-top
   # The worker processes are the parallelism; OpenCV's own pool would
   # oversubscribe the cores.
   cv2.setNumThreads(1)
+
+
+def _ensure_absl_flags_parsed() -> None:
+  # grain's worker processes read absl flags; outside absl.app.run (tests,
+  # notebooks, benchmarks) they are unparsed and grain would raise.
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def _read_options(data_cfg) -> grain.ReadOptions:
@@ -224,6 +243,7 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
         .batch(b, drop_remainder=True)
         .to_iter_dataset(_read_options(data_cfg)))
   if data_cfg.num_workers > 0:
+    _ensure_absl_flags_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=int(data_cfg.num_workers),
         per_worker_buffer_size=int(data_cfg.worker_buffer_size)),

@@ -14,14 +14,16 @@ Resampling: the original used PIL. Labels use OpenCV's INTER_NEAREST_EXACT,
 which picks the same source pixel as PIL's NEAREST. Images use INTER_CUBIC
 when enlarging and INTER_AREA when shrinking: PIL's BICUBIC resize is
 antialiased when shrinking (its kernel widens with the scale), plain cubic
-sampling is not. The colour operations reproduce PIL's ImageEnhance/HSV
-integer arithmetic; the blur reproduces skimage.filters.gaussian.
+sampling is not. The colour jitter (color.py) reproduces PIL's ImageEnhance
+and HSV arithmetic; the blur reproduces skimage.filters.gaussian.
 """
 import dataclasses
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
+
+from jaxseg.input_pipeline.color import color_jitter
 
 IGNORE = 255
 
@@ -153,125 +155,7 @@ def random_rotate(image: np.ndarray, label: np.ndarray,
   return image, label
 
 
-# ------------------------------------------------------------------ colour --
-def _blend(degenerate: np.ndarray, image: np.ndarray,
-           factor: float) -> np.ndarray:
-  """PIL Image.blend(degenerate, image, factor): float32, clip, truncate."""
-  a = np.float32(factor)
-  d = degenerate.astype(np.float32)
-  out = d + a * (image.astype(np.float32) - d)
-  return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def rgb_to_gray(image: np.ndarray) -> np.ndarray:
-  """PIL convert('L'): (19595 R + 38470 G + 7471 B + 0x8000) >> 16."""
-  x = image.astype(np.uint32)
-  return ((x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 0x8000)
-          >> 16).astype(np.uint8)
-
-
-def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
-  return _blend(np.zeros_like(image), image, factor)
-
-
-def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
-  # ImageEnhance.Contrast: grey level = int(mean of the L image + 0.5).
-  mean = int(float(rgb_to_gray(image).mean(dtype=np.float64)) + 0.5)
-  return _blend(np.full_like(image, mean), image, factor)
-
-
-def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
-  gray = np.repeat(rgb_to_gray(image)[..., None], 3, axis=-1)
-  return _blend(gray, image, factor)
-
-
-def _rgb_to_hsv(image: np.ndarray) -> np.ndarray:
-  """PIL's RGB->HSV (Convert.c rgb2hsv), uint8 channels.
-
-  C float variables are rounded to float32 where PIL stores them; the other
-  intermediate expressions are double, as in C.
-  """
-  f32 = lambda x: np.asarray(x, np.float64).astype(np.float32).astype(
-      np.float64)
-  rgb = image.astype(np.int32)
-  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  maxc, minc = rgb.max(-1), rgb.min(-1)
-  grey = maxc == minc
-  cr = np.maximum(maxc - minc, 1).astype(np.float32)
-  s = f32(cr / np.maximum(maxc, 1).astype(np.float32))
-  rc, gc, bc = [((maxc - c).astype(np.float32) / cr) for c in (r, g, b)]
-  h = np.where(r == maxc, f32(bc - gc),
-               np.where(g == maxc, f32(2.0 + rc.astype(np.float64) - bc),
-                        f32(4.0 + gc.astype(np.float64) - rc)))
-  h = f32(np.fmod(h / 6.0 + 1.0, 1.0))
-  uh = np.where(grey, 0, np.clip(np.trunc(h * 255.0), 0, 255))
-  us = np.where(grey, 0, np.clip(np.trunc(s * 255.0), 0, 255))
-  return np.stack([uh, us, maxc], -1).astype(np.uint8)
-
-
-def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-  """PIL's HSV->RGB (Convert.c hsv2rgb), uint8 channels."""
-  f32 = lambda x: np.asarray(x, np.float64).astype(np.float32)
-  h, s, vv = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-  v = vv.astype(np.float64)
-  hh = h.astype(np.float64) * 6.0 / 255.0
-  i = np.floor(hh).astype(np.int32)
-  f = f32(hh - i)
-  fs = f32(s.astype(np.float64) / 255.0)
-
-  def rnd(x):  # C round(): half away from zero; values are >= 0 here.
-    return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
-
-  p = rnd(v * (1.0 - fs.astype(np.float64)))
-  q = rnd(v * (1.0 - (fs * f).astype(np.float64)))  # float * float in C.
-  t = rnd(v * (1.0 - fs.astype(np.float64) * (1.0 - f.astype(np.float64))))
-  table = ((vv, t, p), (q, vv, p), (p, vv, t), (p, q, vv), (t, p, vv),
-           (vv, p, q))
-  sector = i % 6
-  out = np.empty(hsv.shape, np.uint8)
-  for k, chans in enumerate(table):
-    sel = sector == k
-    for c in range(3):
-      out[..., c][sel] = chans[c][sel]
-  grey = s == 0
-  out[grey] = vv[grey][:, None]
-  return out
-
-
-def adjust_hue(image: np.ndarray, factor: float) -> np.ndarray:
-  """Cyclic uint8 shift of PIL's HSV hue by int(factor * 255)."""
-  if not -0.5 <= factor <= 0.5:
-    raise ValueError(f'hue factor {factor} not in [-0.5, 0.5].')
-  shift = int(factor * 255) % 256
-  if shift == 0:
-    return image
-  hsv = _rgb_to_hsv(image)
-  hsv[..., 0] = (hsv[..., 0].astype(np.int32) + shift).astype(np.uint8)
-  return _hsv_to_rgb(hsv)
-
-
-def color_jitter(image: np.ndarray, rng: np.random.Generator,
-                 brightness: float = 0.0, contrast: float = 0.0,
-                 saturation: float = 0.0, hue: float = 0.0) -> np.ndarray:
-  """The original ColorJitter: factors drawn, then applied in random order."""
-  ops = []
-  if brightness > 0:
-    f = rng.uniform(max(0.0, 1 - brightness), 1 + brightness)
-    ops.append((adjust_brightness, f))
-  if contrast > 0:
-    f = rng.uniform(max(0.0, 1 - contrast), 1 + contrast)
-    ops.append((adjust_contrast, f))
-  if saturation > 0:
-    f = rng.uniform(max(0.0, 1 - saturation), 1 + saturation)
-    ops.append((adjust_saturation, f))
-  if hue > 0:
-    ops.append((adjust_hue, rng.uniform(-hue, hue)))
-  for k in rng.permutation(len(ops)):
-    fn, f = ops[k]
-    image = fn(image, f)
-  return image
-
-
+# -------------------------------------------------------------------- blur --
 def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
   """skimage.filters.gaussian(image, sigma, multichannel=True) * 255 -> uint8.
 

@@ -18,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import multiprocessing
+import multiprocessing.pool
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -83,20 +83,19 @@ def class_centroids_all(items: Items, read_label: Callable[[int], np.ndarray],
 
   `read_label(i)` returns item i's label as train ids (255 = ignore). Keys
   appear in first-seen order and values in item then tile order, as the
-  original's pooled extraction. With `num_workers` > 1 (0 = all cores) and
-  enough items the labels are read in a process pool; `read_label` must then
-  be picklable (e.g. a bound method of a dataset).
+  original's pooled extraction. Items are processed by a pool of
+  `num_workers` threads (0 = one per core), like the original's
+  multiprocessing.dummy pool: label decoding (OpenCV) dominates and releases
+  the GIL, and threads need no picklable reader nor a `__main__` guard.
   """
   workers = num_workers if num_workers > 0 else (os.cpu_count() or 1)
   jobs = [(read_label, i, tile_size, num_classes) for i in range(len(items))]
   bar = tqdm.tqdm(total=len(items), desc=desc, leave=False,
                   disable=len(items) < 2)
   per_item = []
-  if workers > 1 and len(items) >= 4 * workers:
-    # spawn: the parent may hold JAX threads, which fork does not survive.
-    ctx = multiprocessing.get_context('spawn')
-    with ctx.Pool(workers) as pool:
-      for res in pool.imap(_centroids_job, jobs, chunksize=4):
+  if workers > 1 and len(items) > 1:
+    with multiprocessing.pool.ThreadPool(min(workers, len(items))) as pool:
+      for res in pool.imap(_centroids_job, jobs, chunksize=1):
         per_item.append(res)
         bar.update(1)
   else:

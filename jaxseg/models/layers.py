@@ -20,8 +20,31 @@ from flax import nnx
 Dtype = Any
 Precision = jax.lax.PrecisionLike
 
-_he_normal = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-_he_normal_fan_out = jax.nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def he_normal(mode: str = "fan_in"):
+  """Kaiming-normal initialiser (torch `kaiming_normal_`) for HWIO / (I, O) kernels.
+
+  Concrete keys are expanded with numpy: hundreds of eager (or one huge jitted)
+  XLA random programs cost minutes of CPU compile time for the big trunks. Under a
+  trace (nnx.eval_shape / jit) it falls back to jax.random.
+  """
+  jax_init = jax.nn.initializers.variance_scaling(2.0, mode, "normal")
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Dtype = jnp.float32) -> jax.Array:
+    if isinstance(key, jax.core.Tracer):
+      return jax_init(key, shape, dtype)
+    receptive = math.prod(shape[:-2])
+    fan = receptive * (shape[-2] if mode == "fan_in" else shape[-1])
+    seed = np.asarray(jax.random.key_data(key)).astype(np.uint32).ravel().tolist()
+    values = np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
+    return jnp.asarray(values * np.float32(math.sqrt(2.0 / fan)), dtype=dtype)
+
+  return init
+
+
+_he_normal = he_normal("fan_in")
+_he_normal_fan_out = he_normal("fan_out")
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -68,7 +91,8 @@ class Conv2d(nnx.Module):
     self.dtype, self.precision = dtype, precision
     self.kernel = nnx.Param(
         kernel_init(rngs.params(), (kh, kw, in_channels // groups, out_channels), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((out_channels,), param_dtype)) if use_bias else None
+    self.bias = (nnx.Param(jnp.asarray(np.zeros((out_channels,)), param_dtype)) if use_bias
+                 else None)
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     del train, rngs
@@ -101,10 +125,11 @@ class BatchNorm(nnx.Module):
       raise ValueError(f"BatchNorm: groups must be >= 1, got {groups}")
     self.num_features, self.eps, self.momentum, self.groups = num_features, eps, momentum, groups
     self.dtype = dtype
-    self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
-    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
-    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+    # numpy constants: no per-shape XLA programs during construction.
+    self.scale = nnx.Param(jnp.asarray(np.ones((num_features,)), param_dtype))
+    self.bias = nnx.Param(jnp.asarray(np.zeros((num_features,)), param_dtype))
+    self.mean = nnx.BatchStat(jnp.asarray(np.zeros((num_features,)), jnp.float32))
+    self.var = nnx.BatchStat(jnp.asarray(np.ones((num_features,)), jnp.float32))
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     del rngs
@@ -148,12 +173,13 @@ class MaxPool2d(nnx.Module):
 
   def _pads(self, size: int) -> tuple[int, int]:
     k, s, p = self.kernel_size, self.stride, self.padding
-    span = size + 2 * p - k
-    if span < 0:
-      raise ValueError(f"MaxPool2d: input size {size} smaller than kernel {k} (padding {p})")
-    out = (-(-span // s) if self.ceil_mode else span // s) + 1
+    # torch's pooling_output_shape (floor division rounds towards -inf there too).
+    out = (size + 2 * p - (k - 1) - 1 + (s - 1 if self.ceil_mode else 0)) // s + 1
     if self.ceil_mode and (out - 1) * s >= size + p:
       out -= 1  # torch: the last window must start inside the input or left padding
+    if out < 1:
+      raise ValueError(f"MaxPool2d(kernel={k}, stride={s}, padding={p}, ceil_mode="
+                       f"{self.ceil_mode}): input size {size} gives no output")
     return p, max(0, (out - 1) * s + k - size - p)
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):

@@ -1,10 +1,17 @@
-"""Precision policies: bf16 / fp16 compute with fp32 parameters, and dynamic loss scaling."""
+"""Precision policies: bf16 / fp16 compute with fp32 parameters, and dynamic loss scaling.
+
+fp16 mirrors apex amp's dynamic loss scaler (the original's --fp16): the loss is multiplied by
+the scale before the backward pass; a step whose gradients overflow is skipped (parameters,
+momentum and BN statistics unchanged) and halves the scale; `growth_interval` clean steps in a
+row double it.
+"""
 from __future__ import annotations
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 _COMPUTE_DTYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16, "fp32": jnp.float32}
 
@@ -17,10 +24,24 @@ def compute_dtype(precision: str) -> jnp.dtype:
 
 @dataclasses.dataclass(frozen=True)
 class LossScaleConfig:
-  initial_scale: float = 2.0 ** 15
+  initial_scale: float = 2.0 ** 16  # apex amp's default
   growth_interval: int = 2000
   factor: float = 2.0
   min_scale: float = 1.0
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "LossScaleConfig":
+    """From `config.loss_scale` (defaults when the section is absent)."""
+    section = config.get("loss_scale")
+    if not section:
+      return cls()
+    out = cls(initial_scale=float(section.initial_scale),
+              growth_interval=int(section.growth_interval), factor=float(section.factor),
+              min_scale=float(section.min_scale))
+    if out.initial_scale <= 0 or out.factor <= 1 or out.growth_interval <= 0:
+      raise ValueError("config.loss_scale: expected initial_scale > 0, factor > 1 and "
+                       f"growth_interval > 0, got {section.to_dict()}")
+    return out
 
 
 def initial_loss_scale(cfg: LossScaleConfig) -> dict[str, jax.Array]:
@@ -29,6 +50,7 @@ def initial_loss_scale(cfg: LossScaleConfig) -> dict[str, jax.Array]:
 
 
 def all_finite(tree) -> jax.Array:
+  """True iff every element of every leaf is finite (a scalar bool array)."""
   leaves = jax.tree.leaves(tree)
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 

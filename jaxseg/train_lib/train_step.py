@@ -20,27 +20,41 @@ from jaxseg.train_lib import variables
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_FSDP_MIN_SIZE = 1 << 20
 LossFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+TrainStepFn = Callable[[Any, dict[str, jax.Array], jax.Array], tuple[Any, dict]]
 
 
 @flax.struct.dataclass
 class TrainState:
+  """Everything a resumed run needs on device.
+
+  health: {'nonfinite_steps': how many steps had a non-finite loss or gradient (skipped: their
+  update was not applied), 'first_nonfinite_step': the 1-based step of the first one, or -1}.
+  """
   step: jax.Array
   params: dict[str, jax.Array]
   batch_stats: dict[str, jax.Array]
   opt_state: Any
   loss_scale: dict[str, jax.Array]
+  health: dict[str, jax.Array]
 
   def model_vars(self) -> dict[str, Any]:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
   def train_vars(self) -> dict[str, Any]:
-    return {"step": self.step, "opt_state": self.opt_state, "loss_scale": self.loss_scale}
+    return {"step": self.step, "opt_state": self.opt_state, "loss_scale": self.loss_scale,
+            "health": self.health}
 
   def replace_from_checkpoint(self, model_vars: dict[str, Any],
                               train_vars: dict[str, Any]) -> "TrainState":
     return self.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
                         **train_vars)
+
+
+def initial_health() -> dict[str, jax.Array]:
+  return {"nonfinite_steps": jnp.asarray(0, jnp.int32),
+          "first_nonfinite_step": jnp.asarray(-1, jnp.int32)}
 
 
 def normalize_images(images: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -60,33 +74,47 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, *, rngs: nn
 
 @dataclasses.dataclass(frozen=True)
 class StepFunctions:
-  """Everything compiled for one run: the model layout, the state shardings and the steps."""
+  """Everything compiled for one run: the model layout, the state shardings and the steps.
+
+  `make_train_step(loss_fn)` jits a train step for another loss (e.g. label relaxation
+  switching off at `loss.rlx_off_epoch`) with the same shardings.
+  """
   layout: variables.ModelLayout
   state_sharding: Any
   init: Callable[[], TrainState]
-  train_step: Callable[[TrainState, dict[str, jax.Array], jax.Array], tuple[TrainState, dict]]
+  train_step: TrainStepFn
   eval_step: Callable[[dict[str, Any], dict[str, jax.Array]], jax.Array]
   predict_step: Callable[[dict[str, Any], jax.Array], jax.Array]
+  make_train_step: Callable[[LossFn], TrainStepFn]
+
+
+def _select(pred: jax.Array, new: Any, old: Any) -> Any:
+  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
 def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_classes: int,
                           tx: optax.GradientTransformation | None, loss_fn: LossFn | None,
                           ignore_index: int = 255) -> StepFunctions:
-  if tx is None:  # evaluation/prediction only
-    tx = optax.identity()
-  if loss_fn is None:
-    loss_fn = lambda logits, labels: (jnp.zeros((), jnp.float32), {})
+  """Builds the sharded init / train / eval / predict functions of `config` on `mesh`.
+
+  `tx` (from optimizer.create_optimizer) receives `step=` (the 0-based update index) in its
+  update; plain optax transformations ignore it. None: evaluation/prediction only.
+  """
+  tx = optax.with_extra_args_support(tx if tx is not None else optax.identity())
   dtype = precision_lib.compute_dtype(config.precision)
   bn_groups = 1 if config.syncbn else mesh_lib.data_parallel_size(mesh)
   use_loss_scale = config.precision == "fp16"
-  scale_cfg = precision_lib.LossScaleConfig()
+  scale_cfg = precision_lib.LossScaleConfig.from_config(config)
   seed = int(config.seed)
+  fsdp_min_size = int(config.mesh.get("fsdp_min_size", DEFAULT_FSDP_MIN_SIZE))
 
   def init() -> TrainState:
     model = build_model(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups)
     _, params, stats = variables.split_model(model)
     return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=stats,
-                      opt_state=tx.init(params), loss_scale=precision_lib.initial_loss_scale(scale_cfg))
+                      opt_state=tx.init(params),
+                      loss_scale=precision_lib.initial_loss_scale(scale_cfg),
+                      health=initial_health())
 
   abstract_model = nnx.eval_shape(
       lambda: build_model(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups))
@@ -94,40 +122,59 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   replicated = mesh_lib.replicated(mesh)
   batched = mesh_lib.batch_sharding(mesh)
   abstract_state = jax.eval_shape(init)
-  state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+  # Parameters and optimizer state follow the FSDP size rule (replicated without an `fsdp`
+  # axis); BN statistics and counters are small and replicated.
+  state_sharding = jax.tree.map(lambda _: replicated, abstract_state).replace(
+      params=mesh_lib.tree_shardings(abstract_state.params, mesh, fsdp_min_size),
+      opt_state=mesh_lib.tree_shardings(abstract_state.opt_state, mesh, fsdp_min_size))
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
-    images = normalize_images(batch["image"], dtype)
-    labels = batch["label"]
-    dropout_rng = jax.random.fold_in(rng, state.step)
-    scale = state.loss_scale["scale"] if use_loss_scale else jnp.asarray(1.0, jnp.float32)
+  def train_step_for(loss_fn: LossFn | None):
+    if loss_fn is None:
+      loss_fn = lambda logits, labels: (jnp.zeros((), jnp.float32), {})
 
-    def objective(params):
-      model = layout.merge(params, state.batch_stats)
-      logits = model(images, train=True, rngs=nnx.Rngs(dropout=dropout_rng))
-      loss, aux = loss_fn(logits, labels)
-      _, _, new_stats = variables.split_model(model)
-      return loss * scale, (loss, aux, new_stats)
+    def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+      images = normalize_images(batch["image"], dtype)
+      labels = batch["label"]
+      dropout_rng = jax.random.fold_in(rng, state.step)
+      scale = state.loss_scale["scale"] if use_loss_scale else jnp.asarray(1.0, jnp.float32)
 
-    grads, (loss, aux, new_stats) = jax.grad(objective, has_aux=True)(state.params)
-    grads = jax.tree.map(lambda g: g / scale, grads)
-    finite = precision_lib.all_finite(grads) & jnp.isfinite(loss)
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    if use_loss_scale:
-      # A non-finite fp16 step is skipped: parameters, statistics and momentum stay as they were.
-      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-      new_params = keep(new_params, state.params)
-      new_opt_state = keep(new_opt_state, state.opt_state)
-      new_stats = keep(new_stats, state.batch_stats)
-      loss_scale = precision_lib.update_loss_scale(state.loss_scale, finite, scale_cfg)
-    else:
-      loss_scale = state.loss_scale
-    new_state = state.replace(step=state.step + 1, params=new_params, batch_stats=new_stats,
-                              opt_state=new_opt_state, loss_scale=loss_scale)
-    out = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite,
-           "loss_scale": loss_scale["scale"], **aux}
-    return new_state, out
+      def objective(params):
+        model = layout.merge(params, state.batch_stats)
+        logits = model(images, train=True, rngs=nnx.Rngs(dropout=dropout_rng))
+        loss, aux = loss_fn(logits, labels)
+        _, _, new_stats = variables.split_model(model)
+        return loss * scale, (loss, aux, new_stats)
+
+      grads, (loss, aux, new_stats) = jax.grad(objective, has_aux=True)(state.params)
+      grads = jax.tree.map(lambda g: g / scale, grads)
+      finite = precision_lib.all_finite(grads) & jnp.isfinite(loss)
+      updates, new_opt_state = tx.update(grads, state.opt_state, state.params, step=state.step)
+      new_params = optax.apply_updates(state.params, updates)
+      # A non-finite step is never applied: parameters, statistics and momentum stay as they
+      # were. fp16 expects these (loss-scale overflow); otherwise the trainer stops on them,
+      # and no NaN ever reaches the state or a checkpoint.
+      new_params = _select(finite, new_params, state.params)
+      new_opt_state = _select(finite, new_opt_state, state.opt_state)
+      new_stats = _select(finite, new_stats, state.batch_stats)
+      if use_loss_scale:
+        loss_scale = precision_lib.update_loss_scale(state.loss_scale, finite, scale_cfg)
+      else:
+        loss_scale = state.loss_scale
+      step = state.step + 1
+      bad = jnp.logical_not(finite)
+      health = {
+          "nonfinite_steps": state.health["nonfinite_steps"] + bad.astype(jnp.int32),
+          "first_nonfinite_step": jnp.where(bad & (state.health["first_nonfinite_step"] < 0),
+                                            step, state.health["first_nonfinite_step"]),
+      }
+      new_state = state.replace(step=step, params=new_params, batch_stats=new_stats,
+                                opt_state=new_opt_state, loss_scale=loss_scale, health=health)
+      out = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite,
+             "loss_scale": loss_scale["scale"], **aux}
+      return new_state, out
+
+    return jax.jit(train_step, in_shardings=(state_sharding, batched, replicated),
+                   out_shardings=(state_sharding, replicated), donate_argnums=0)
 
   def predict_logits(model_vars: dict[str, Any], images: jax.Array) -> jax.Array:
     model = layout.merge(model_vars["params"], model_vars["batch_stats"])
@@ -141,15 +188,14 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   def predict_step(model_vars: dict[str, Any], images: jax.Array) -> jax.Array:
     return jnp.argmax(predict_logits(model_vars, images), axis=-1).astype(jnp.uint8)
 
-  model_sharding = {"params": state_sharding.params, "batch_stats": state_sharding.batch_stats}
+  # Model variables keep whatever sharding they come with (None): the train state's (FSDP) or
+  # the replicated copy that inference restores.
   return StepFunctions(
       layout=layout,
       state_sharding=state_sharding,
       init=jax.jit(init, out_shardings=state_sharding),
-      train_step=jax.jit(train_step, in_shardings=(state_sharding, batched, replicated),
-                         out_shardings=(state_sharding, replicated), donate_argnums=0),
-      eval_step=jax.jit(eval_step, in_shardings=(model_sharding, batched),
-                        out_shardings=replicated),
-      predict_step=jax.jit(predict_step, in_shardings=(model_sharding, batched),
-                           out_shardings=batched),
+      train_step=train_step_for(loss_fn),
+      eval_step=jax.jit(eval_step, in_shardings=(None, batched), out_shardings=replicated),
+      predict_step=jax.jit(predict_step, in_shardings=(None, batched), out_shardings=batched),
+      make_train_step=train_step_for,
   )

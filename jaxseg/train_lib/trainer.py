@@ -1,4 +1,12 @@
-"""The training loop: sharded steps, periodic eval, checkpoints, resume, TensorBoard, progress."""
+"""The training loop: sharded steps, periodic eval, checkpoints, resume, TensorBoard, progress.
+
+Resilience: a checkpoint holds the train state, the data iterator's state and the config, so a
+run killed at any point (SIGKILL included) resumes from its last checkpoint and, on CPU, ends
+with bit-identical parameters. SIGTERM (preemption, SLURM time limit) saves a checkpoint and
+exits. A non-finite loss or gradient is never applied (see train_step); fp16 counts and logs
+such skipped steps, the other precisions stop with an error naming the step and the last good
+checkpoint, checked before every save so no checkpoint ever holds NaN.
+"""
 from __future__ import annotations
 
 import json
@@ -12,28 +20,46 @@ import ml_collections
 import numpy as np
 import tqdm
 from absl import logging
+from jax.experimental import multihost_utils
 
 from jaxseg import input_pipeline
 from jaxseg.train_lib import checkpoint as checkpoint_lib
 from jaxseg.train_lib import evaluate as evaluate_lib
+from jaxseg.train_lib import init_from as init_from_lib
 from jaxseg.train_lib import losses
 from jaxseg.train_lib import mesh as mesh_lib
 from jaxseg.train_lib import optimizer as optimizer_lib
 from jaxseg.train_lib import tensorboard
 from jaxseg.train_lib import train_step as step_lib
-from jaxseg.train_lib import variables
+
+_GB = float(1 << 30)
 
 
 class NonFiniteLossError(RuntimeError):
   pass
 
 
-def total_train_steps(config: ml_collections.ConfigDict) -> int:
+def global_batch_size(config: ml_collections.ConfigDict, mesh) -> int:
+  """train.bs_mult x devices on the batch axes when bs_mult > 0, else train.batch_size."""
+  bs_mult = int(config.train.get("bs_mult", 0))
+  size = bs_mult * mesh_lib.data_parallel_size(mesh) if bs_mult > 0 else int(config.train.batch_size)
+  if size <= 0 or size % mesh_lib.data_parallel_size(mesh):
+    raise ValueError(f"the global batch {size} (config.train.batch_size / bs_mult) must be a "
+                     f"positive multiple of the {mesh_lib.data_parallel_size(mesh)} devices on "
+                     f"the batch axes {mesh_lib.batch_axes(mesh)}")
+  return size
+
+
+def total_train_steps(config: ml_collections.ConfigDict,
+                      clock: optimizer_lib.EpochClock | None = None,
+                      batch_size: int | None = None) -> int:
+  """train.num_steps, or the steps of train.num_epochs epochs as the loader lays them out."""
   if config.train.num_steps > 0:
     return int(config.train.num_steps)
   if config.train.num_epochs > 0:
-    per_epoch = input_pipeline.steps_per_epoch(config.data, config.train.batch_size)
-    return int(config.train.num_epochs * per_epoch)
+    clock = clock or optimizer_lib.EpochClock.from_config(
+        config, batch_size or int(config.train.batch_size))
+    return clock.first_step(int(config.train.num_epochs))
   raise ValueError("set config.train.num_steps or config.train.num_epochs to a positive value")
 
 
@@ -46,16 +72,34 @@ def resolve_num_classes(config: ml_collections.ConfigDict) -> tuple[int, Any]:
   return num_classes, info
 
 
+def rlx_off_at(config: ml_collections.ConfigDict, epoch: int) -> bool:
+  """The original turns label relaxation off for epochs > rlx_off_epoch (cfg.EPOCH > ...)."""
+  off_epoch = int(config.loss.get("rlx_off_epoch", -1))
+  return bool(config.loss.get("rlx_off", False)) or (0 <= off_epoch < epoch)
+
+
+def make_loss(config: ml_collections.ConfigDict, num_classes: int, rlx_off: bool):
+  loss_cfg = ml_collections.ConfigDict(config.loss.to_dict())
+  loss_cfg.num_classes = num_classes
+  loss_cfg.rlx_off = rlx_off
+  return losses.make_loss_fn(loss_cfg)
+
+
 def _meta(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
   return {"model": config.model.name, "num_classes": int(num_classes),
           "config": json.loads(config.to_json_best_effort())}
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag so the loop can save a checkpoint before exiting."""
+  """Turns SIGTERM into a flag so the loop can save a checkpoint before exiting.
 
-  def __init__(self):
+  With several processes the flag is agreed on (any process signalled -> all stop at the same
+  step) every `sync_every` steps, since a checkpoint is a collective operation.
+  """
+
+  def __init__(self, sync_every: int):
     self.requested = False
+    self._sync_every = max(int(sync_every), 1)
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread (e.g. inside a test runner thread)
@@ -65,20 +109,72 @@ class _Preemption:
     del signum, frame
     self.requested = True
 
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    if step % self._sync_every:
+      return False
+    flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+    return bool(np.any(flags))
+
   def restore(self):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _init_from(config, state: step_lib.TrainState, fns) -> step_lib.TrainState:
-  """Starts from another run's (or a converted) model checkpoint."""
-  model = jax.tree.map(np.asarray, state.model_vars())
-  restored = fns.layout.merge(model["params"], model["batch_stats"])
-  checkpoint_lib.restore_model_variables(config.init_from, restored)
-  params, stats = variables.model_variables(restored)
-  put = lambda tree, sh: jax.device_put(tree, sh)
-  return state.replace(params=put(params, fns.state_sharding.params),
-                       batch_stats=put(stats, fns.state_sharding.batch_stats))
+def device_memory_scalars() -> dict[str, float]:
+  """Current and peak device memory (GiB, max over local devices), where JAX reports it."""
+  in_use, peak, limit = [], [], []
+  for device in jax.local_devices():
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if not stats:
+      continue
+    in_use.append(stats.get("bytes_in_use", 0))
+    peak.append(stats.get("peak_bytes_in_use", 0))
+    limit.append(stats.get("bytes_limit", 0))
+  if not in_use:
+    return {}
+  return {"memory_gb": max(in_use) / _GB, "peak_memory_gb": max(peak) / _GB,
+          "memory_limit_gb": max(limit) / _GB}
+
+
+def _init_from(config, state: step_lib.TrainState, fns, mesh) -> step_lib.TrainState:
+  """Starts from another run's (or a converted) model checkpoint, re-initialising what does
+  not fit (see init_from.py)."""
+  shardings = {"params": fns.state_sharding.params,
+               "batch_stats": fns.state_sharding.batch_stats}
+  restored, _ = init_from_lib.restore_forgiving(config.init_from, state.model_vars(), shardings,
+                                                mesh_lib.replicated(mesh))
+  return state.replace(params=restored["params"], batch_stats=restored["batch_stats"])
+
+
+class _Health:
+  """Reads the state's non-finite counters (a small transfer) and acts on them."""
+
+  def __init__(self, config, writer, ckpt_dir: pathlib.Path, state):
+    self._fp16 = config.precision == "fp16"
+    self._writer = writer
+    self._dir = ckpt_dir
+    self._seen = int(jax.device_get(state.health["nonfinite_steps"]))  # before a resume
+
+  def check(self, state, step: int, last_saved: int | None, loss: float | None = None) -> None:
+    health = jax.device_get(state.health)
+    count, first = int(health["nonfinite_steps"]), int(health["first_nonfinite_step"])
+    if count and not self._fp16:
+      where = (f"the last good checkpoint is step {last_saved} in {self._dir}"
+               if last_saved is not None else f"no checkpoint was written yet in {self._dir}")
+      raise NonFiniteLossError(
+          f"non-finite loss or gradients at step {first}"
+          f"{f' (loss {loss})' if loss is not None else ''}; that update was not applied and "
+          f"training stops at step {step}; {where}. Lower optimizer.lr, check the data, or use "
+          "precision='fp32'.")
+    if count > self._seen:
+      scale = float(jax.device_get(state.loss_scale["scale"]))
+      logging.warning("fp16: %d step(s) skipped for non-finite gradients up to step %d "
+                      "(%d in total); loss scale now %g", count - self._seen, step, count, scale)
+      if self._writer:
+        self._writer.scalars({"train/skipped_steps": count}, step)
+    self._seen = count
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
@@ -89,17 +185,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   is_main = jax.process_index() == 0
   num_classes, info = resolve_num_classes(config)
   mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
-  batch_size = int(config.train.batch_size)
-  if batch_size % mesh_lib.data_parallel_size(mesh):
-    raise ValueError(f"config.train.batch_size={batch_size} must be divisible by the "
-                     f"{mesh_lib.data_parallel_size(mesh)} devices on the data axis")
-  total_steps = total_train_steps(config)
-  tx, schedule = optimizer_lib.create_optimizer(config, total_steps)
-  loss_cfg = ml_collections.ConfigDict(config.loss.to_dict())
-  loss_cfg.num_classes = num_classes
-  loss_fn = losses.make_loss_fn(loss_cfg)
+  batch_size = global_batch_size(config, mesh)
+  clock = optimizer_lib.EpochClock.from_config(config, batch_size)
+  total_steps = total_train_steps(config, clock, batch_size)
+  tx, schedule = optimizer_lib.create_optimizer(config, total_steps, clock)
+  start_rlx_off = None  # the loss is built for the epoch the run (re)starts in
   fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=num_classes, tx=tx,
-                                       loss_fn=loss_fn)
+                                       loss_fn=None)
   state = fns.init()
   ckpt = checkpoint_lib.CheckpointManager(workdir / "checkpoints", keep=config.checkpoint.keep,
                                           async_save=config.checkpoint.async_save,
@@ -114,18 +206,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       train_iter.set_state(restored["data_iter"])
     logging.info("resumed from %s at step %d", ckpt.directory, start)
   elif config.init_from:
-    state = _init_from(config, state, fns)
-    logging.info("initialised from %s", config.init_from)
+    state = _init_from(config, state, fns, mesh)
   start = int(jax.device_get(state.step))
   meta = _meta(config, num_classes)
   writer = tensorboard.SummaryWriter(workdir / "tensorboard") if is_main else None
   rng = jax.random.key(config.seed + 1)
-  preemption = _Preemption()
+  preemption = _Preemption(config.train.get("preemption_sync_every", 10))
+  health = _Health(config, writer, ckpt.directory, state)
   last_eval: dict[str, Any] = {}
   last_saved = start if start else None
+  eval_every_epochs = int(config.train.get("eval_every_epochs", 0))
+  if is_main:
+    logging.info("global batch %d on mesh %s; %d steps (%d per epoch)", batch_size,
+                 dict(mesh.shape), total_steps, clock.steps_per_epoch)
 
   def save(step: int, metrics=None, force=False):
     nonlocal last_saved
+    health.check(state, step, last_saved)  # never checkpoint a failed run
     ckpt.save(step, model_vars=state.model_vars(), train_vars=state.train_vars(),
               data_state=train_iter.get_state(), meta=meta, metrics=metrics, force=force)
     last_saved = step
@@ -133,36 +230,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   bar = tqdm.tqdm(total=total_steps, initial=start, desc="train", unit="step",
                   disable=not is_main or not config.progress_bar, dynamic_ncols=True)
   window_start, window_steps = time.perf_counter(), 0
+  train_step = None
   try:
     for step in range(start + 1, total_steps + 1):
+      epoch = clock.epoch_of(step - 1)
+      rlx_off = rlx_off_at(config, epoch)
+      if train_step is None or rlx_off != start_rlx_off:
+        if train_step is not None and is_main:
+          logging.warning("epoch %d: label relaxation %s (loss.rlx_off_epoch=%s); re-jitting",
+                          epoch, "off" if rlx_off else "on", config.loss.get("rlx_off_epoch"))
+        train_step = fns.make_train_step(make_loss(config, num_classes, rlx_off))
+        start_rlx_off = rlx_off
       batch = mesh_lib.shard_batch(next(train_iter), mesh)
-      state, step_metrics = fns.train_step(state, batch, rng)
+      state, step_metrics = train_step(state, batch, rng)
       window_steps += 1
       bar.update(1)
-      if step % config.train.log_every == 0 or step == total_steps:
+      if _every(step, config.train.log_every) or step == total_steps:
         step_metrics = jax.device_get(step_metrics)
         elapsed = time.perf_counter() - window_start
         step_time = elapsed / window_steps
         scalars = {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0}
+        health.check(state, step, last_saved, scalars["loss"])
         scalars.update({"lr": float(schedule(step - 1)), "step_time_s": step_time,
-                        "img_per_s": batch_size / step_time})
-        if not step_metrics["finite"] and config.precision != "fp16":
-          raise NonFiniteLossError(
-              f"non-finite loss or gradients at step {step} (loss={scalars['loss']}); the last "
-              f"good checkpoint is step {last_saved} in {ckpt.directory}")
+                        "img_per_s": batch_size / step_time, "epoch": float(epoch)})
+        scalars.update(device_memory_scalars())
         if writer:
           writer.scalars({f"train/{k}": v for k, v in scalars.items() if k != "finite"}, step)
         bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}",
                         img_s=f"{scalars['img_per_s']:.1f}")
-        logging.info("step %d/%d loss %.4f lr %.3e %.1f img/s", step, total_steps,
-                     scalars["loss"], scalars["lr"], scalars["img_per_s"])
+        logging.info("step %d/%d (epoch %d) loss %.4f lr %.3e %.1f img/s", step, total_steps,
+                     epoch, scalars["loss"], scalars["lr"], scalars["img_per_s"])
         window_start, window_steps = time.perf_counter(), 0
+      epoch_end = step == clock.first_step(epoch + 1)
       eval_metrics = None
-      if step % config.train.eval_every == 0 or step == total_steps:
+      if (_every(step, config.train.eval_every) or step == total_steps or
+          (eval_every_epochs > 0 and epoch_end and (epoch + 1) % eval_every_epochs == 0)):
         last_eval = run_eval(config, fns, state.model_vars(), mesh, info, step, workdir, writer)
         eval_metrics = {"miou": last_eval["miou"]}
-      stop_here = preemption.requested or step == config.train.stop_at_step
-      if step % config.train.checkpoint_every == 0 or step == total_steps or stop_here:
+      stop_here = preemption.should_stop(step) or step == config.train.stop_at_step
+      if (_every(step, config.train.checkpoint_every) or step == total_steps or stop_here or
+          eval_metrics is not None):
         save(step, eval_metrics, force=stop_here)
       if stop_here:
         logging.warning("stopping at step %d (%s); the checkpoint is saved", step,
@@ -174,7 +281,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     preemption.restore()
     if writer:
       writer.close()
-  if config.eval.write_predictions and is_main and last_eval:
+  if config.eval.write_predictions and last_eval:  # every process runs the sharded step
     write_predictions(config, fns, state.model_vars(), mesh, info, workdir / "predictions")
   return last_eval
 
@@ -207,9 +314,21 @@ def write_predictions(config, fns, model_vars, mesh, info, outdir: pathlib.Path)
     if remaining <= 0:
       break
     images = mesh_lib.shard_batch({"image": batch["image"]}, mesh)["image"]
-    preds = np.asarray(jax.device_get(fns.predict_step(model_vars, images)))
+    preds = _local_rows(fns.predict_step(model_vars, images))
     keep = np.flatnonzero(np.asarray(batch.get("valid", np.ones(len(preds), bool))))[:remaining]
-    written += evaluate_lib.write_prediction_images(
-        outdir, [batch["name"][i] for i in keep], batch["image"][keep], preds[keep], info.colors)
+    if jax.process_index() == 0:  # process 0 writes its own share of the images
+      written += evaluate_lib.write_prediction_images(
+          outdir, [batch["name"][i] for i in keep], batch["image"][keep], preds[keep],
+          info.colors)
     remaining -= len(keep)
   return written
+
+
+def _local_rows(array: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in batch order."""
+  shards = {s.index[0].start or 0: s.data for s in array.addressable_shards}
+  return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])
+
+
+def _every(step: int, period: int) -> bool:
+  return period > 0 and step % period == 0

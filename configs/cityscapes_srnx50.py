@@ -1,0 +1,12 @@
+"""scripts/train_cityscapes_SEResNeXt50.sh of the original (branch sdcnet), as a jaxseg config.
+
+  python -m jaxseg.main --config configs/cityscapes_srnx50.py --workdir runs/cityscapes_srnx50 \
+      --config.data.root=/path/to/cityscapes --config.init_from=/path/to/start_checkpoint
+
+See jaxseg/recipes.py for the flag-by-flag mapping and where the starting weights come from.
+"""
+from jaxseg import recipes
+
+
+def get_config():
+  return recipes.cityscapes("srnx50", cv=0)  # --cv 0

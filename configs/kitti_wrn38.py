@@ -1,0 +1,12 @@
+"""scripts/train_kitti_WideResNet38.sh of the original (branch sdcnet), as a jaxseg config.
+
+  python -m jaxseg.main --config configs/kitti_wrn38.py --workdir runs/kitti_wrn38 \
+      --config.data.root=/path/to/kitti --config.init_from=/path/to/start_checkpoint
+
+See jaxseg/recipes.py for the flag-by-flag mapping and where the starting weights come from.
+"""
+from jaxseg import recipes
+
+
+def get_config():
+  return recipes.kitti("wrn38", cv=2)  # --cv 2

@@ -1,0 +1,12 @@
+"""scripts/train_mapillary_SEResNeXt50.sh of the original (branch sdcnet), as a jaxseg config.
+
+  python -m jaxseg.main --config configs/mapillary_srnx50.py --workdir runs/mapillary_srnx50 \
+      --config.data.root=/path/to/mapillary --config.init_from=/path/to/imagenet_trunk
+
+See jaxseg/recipes.py for the flag-by-flag mapping and how to convert the ImageNet trunk.
+"""
+from jaxseg import recipes
+
+
+def get_config():
+  return recipes.mapillary("srnx50")

@@ -1,0 +1,359 @@
+r"""SDCNet / FlowNet2 weights: building the models, loading .pth or orbax, converting to orbax.
+
+  python -m jaxseg.sdcnet.convert_weights --sdcnet sdc_cityscapes_vrec.pth.tar \
+      --flownet2 FlowNet2_checkpoint.pth.tar --out /ckpt/sdcnet_cityscapes
+  # writes /ckpt/sdcnet_cityscapes/sdcnet/0 and /ckpt/sdcnet_cityscapes/flownet2/0
+
+Checkpoint layout (jaxseg.train_lib.checkpoint: a step directory with `model` + `meta` items):
+  * SDCNet: `params` = SDCNet's own parameters, flat '/'-joined NNX paths
+    ('conv1/layers/0/kernel', ...), without FlowNet2 (as the original's save_model, which drops
+    the frozen 'flownet2.' tensors); `batch_stats` = the three buffers 'flow_mean', 'flow_std'
+    (used by the forward pass) and 'rgb_mean' (stored by the original, unused); `meta` = {model,
+    sequence_length, rgb_max, source, ...}. SDCNet training (train.py) writes the same `model`
+    item, so a training workdir is also a valid `sdcnet.checkpoint`.
+  * FlowNet2: `params` = all FlowNet2 parameters, `batch_stats` = {} (no BatchNorm).
+
+Building without materialising FlowNet2: `build_sdcnet` creates the model with `nnx.eval_shape`
+and fills only what is needed (FlowNet2 holds 162M parameters; initialising them eagerly takes
+minutes on a CPU). The FlowNet2 part stays abstract unless its weights are loaded, which is all
+that the DIS flow provider needs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from jaxseg.convert import pth_reader
+from jaxseg.sdcnet import sdcnet as sdcnet_lib
+from jaxseg.sdcnet import torch_names
+from jaxseg.sdcnet.flownet2 import FlowNet2
+from jaxseg.train_lib import checkpoint as ckpt_lib
+from jaxseg.train_lib import variables
+
+MODELS = {'SDCNet2D': sdcnet_lib.SDCNet2D, 'SDCNet2DRecon': sdcnet_lib.SDCNet2DRecon}
+FLOWNET2 = 'FlowNet2'
+_BUFFER_VALUES = {'flow_mean': sdcnet_lib.FLOW_MEAN, 'flow_std': sdcnet_lib.FLOW_STD,
+                  'rgb_mean': sdcnet_lib.RGB_MEAN}
+_FLOWNET_PREFIX = 'flownet2/'
+
+FlatVars = dict[str, Any]
+
+
+def is_torch_file(path: str | os.PathLike) -> bool:
+  """A .pth/.pt/.tar file (torch.save) rather than an orbax checkpoint directory."""
+  return os.path.isfile(path)
+
+
+def _own_entries(model: nnx.Module) -> tuple[dict[str, tuple], dict[str, tuple]]:
+  """({key: path} of SDCNet's own Params, {key: path} of its Buffers); FlowNet2 excluded."""
+  params, buffers = {}, {}
+  for path, var in nnx.iter_graph(model):
+    if not isinstance(var, nnx.Variable):
+      continue
+    key = variables.path_key(path)
+    if key.startswith(_FLOWNET_PREFIX):
+      continue
+    if isinstance(var, sdcnet_lib.Buffer):
+      buffers[key] = tuple(path)
+    elif isinstance(var, nnx.Param):
+      params[key] = tuple(path)
+  return params, buffers
+
+
+def own_variables(model: nnx.Module) -> tuple[FlatVars, FlatVars]:
+  """(params, buffers) of an SDCNet without FlowNet2, flat {'conv1/layers/0/kernel': value}."""
+  flat = {variables.path_key(p): v for p, v in nnx.iter_graph(model)
+          if isinstance(v, nnx.Variable)}
+  params, buffers = _own_entries(model)
+  return ({k: flat[k].get_value() for k in params}, {k: flat[k].get_value() for k in buffers})
+
+
+def _check_keys(want: Mapping[str, Any], have: Mapping[str, Any], what: str, where: str) -> None:
+  missing = sorted(set(want) - set(have))
+  unexpected = sorted(set(have) - set(want))
+  mismatched = [(k, tuple(np.shape(have[k])), tuple(np.shape(want[k]))) for k in sorted(want)
+                if k in have and tuple(np.shape(have[k])) != tuple(np.shape(want[k]))]
+  problems = []
+  if missing:
+    problems.append(f'{len(missing)} missing, e.g. {missing[:3]}')
+  if unexpected:
+    problems.append(f'{len(unexpected)} unexpected, e.g. {unexpected[:3]}')
+  if mismatched:
+    problems.append(f'shape mismatch (key, given, expected) e.g. {mismatched[:3]}')
+  if problems:
+    raise ValueError(f'{where}: {what} do not fit the model: ' + '; '.join(problems))
+
+
+def set_own_variables(model: nnx.Module, params: Mapping[str, Any],
+                      buffers: Mapping[str, Any], *, where: str = 'SDCNet') -> None:
+  """Writes flat own params and buffers into `model` (abstract or concrete) in place."""
+  want_params, want_buffers = own_variables(model)
+  _check_keys(want_params, params, 'params', where)
+  _check_keys(want_buffers, buffers, 'buffers (batch_stats)', where)
+  flat = {variables.path_key(p): v for p, v in nnx.iter_graph(model)
+          if isinstance(v, nnx.Variable)}
+  for key, value in list(params.items()) + list(buffers.items()):
+    var = flat[key]
+    var.set_value(jnp.asarray(value, dtype=var.get_value().dtype))
+
+
+def abstract_sdcnet(name: str = 'SDCNet2DRecon', *, sequence_length: int = 2,
+                    rgb_max: float = 255.0) -> nnx.Module:
+  """The SDCNet `name` with ShapeDtypeStruct values (no memory, no initialisation)."""
+  if name not in MODELS:
+    raise ValueError(f'sdcnet.model={name!r}; expected one of {sorted(MODELS)}')
+  cls = MODELS[name]
+  return nnx.eval_shape(lambda: cls(sequence_length=sequence_length, rgb_max=rgb_max,
+                                    rngs=nnx.Rngs(0)))
+
+
+def torch_like_init(model: nnx.Module, seed: int) -> tuple[FlatVars, FlatVars]:
+  """Random own params as the original initialises SDCNet, drawn with numpy; constant buffers.
+
+  sdc_net2d.py re-initialises every nn.Conv2d: xavier_uniform weight, U[0, 1) bias. Its
+  ConvTranspose2d layers (deconv*) match neither isinstance test of that loop and keep torch's
+  default: kaiming_uniform(a=sqrt(5)) weight and bias, both U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+  with fan_in = out_channels * kh * kw (torch's fan-in of a (in, out, kh, kw) weight).
+  """
+  rng = np.random.default_rng(seed)
+  transposed = {variables.path_key(p) + '/' for p, node in nnx.iter_graph(model)
+                if isinstance(node, nnx.ConvTranspose)}
+  shapes, _ = own_variables(model)
+  params = {}
+  for key in sorted(shapes):
+    shape = tuple(shapes[key].shape)
+    layer = key.rsplit('/', 1)[0] + '/'
+    if layer in transposed:
+      kh, kw, out_ch, _ = shapes[layer + 'kernel'].shape  # (kh, kw, out, in), see flownet_parts
+      bound = 1.0 / np.sqrt(out_ch * kh * kw)
+      value = rng.uniform(-bound, bound, shape)
+    elif key.endswith('/kernel'):
+      kh, kw, in_ch, out_ch = shape
+      bound = np.sqrt(6.0 / ((in_ch + out_ch) * kh * kw))
+      value = rng.uniform(-bound, bound, shape)
+    else:
+      value = rng.uniform(0.0, 1.0, shape)
+    params[key] = value.astype(np.float32)
+  buffers = {k: np.asarray(v, np.float32) for k, v in _BUFFER_VALUES.items()}
+  return params, buffers
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_sdcnet_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str, Any]:
+  """Loads SDCNet's own weights from a torch file or an orbax checkpoint; returns metadata."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'sdcnet.checkpoint not found: {path} (expected a .pth(.tar) file '
+                            'or an orbax checkpoint directory)')
+  if is_torch_file(path):
+    report = torch_names.load_sdcnet_state_dict(model, pth_reader.load_pth(path), strict=True)
+    return {'model': type(model).__name__, 'source': path, 'loaded': len(report.loaded)}
+  step_dir = ckpt_lib.resolve_checkpoint(path)
+  meta = ckpt_lib.read_meta(step_dir)
+  name = type(model).__name__
+  if meta.get('model') and meta['model'] != name:
+    raise ValueError(f'checkpoint {step_dir} holds {meta["model"]!r}, but sdcnet.model={name!r}')
+  if meta.get('sequence_length') and int(meta['sequence_length']) + (
+      name == 'SDCNet2DRecon') != model.sequence_length:
+    raise ValueError(f'checkpoint {step_dir} was saved with sequence_length='
+                     f'{meta["sequence_length"]}; the model has {model.sequence_length}')
+  params, buffers = own_variables(model)
+  target = {'params': params, 'batch_stats': buffers}
+  stored = ocp.PyTreeCheckpointer().metadata(step_dir / ckpt_lib.MODEL)
+  stored = getattr(stored, 'item_metadata', stored)
+  stored = getattr(stored, 'tree', stored)
+  for group in ('params', 'batch_stats'):
+    have = {k: np.empty(getattr(v, 'shape', ()), np.uint8)
+            for k, v in dict(stored.get(group, {}) or {}).items()}
+    _check_keys(target[group], have, group, f'checkpoint {step_dir}')
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), target)
+  restored = ocp.StandardCheckpointer().restore(step_dir / ckpt_lib.MODEL, abstract)
+  set_own_variables(model, restored['params'], restored['batch_stats'],
+                    where=f'checkpoint {step_dir}')
+  return dict(meta, source=str(step_dir))
+
+
+def load_flownet2_weights(flownet2: nnx.Module, path: str | os.PathLike) -> dict[str, Any]:
+  """Loads FlowNet2 weights (abstract or concrete module) from a torch file or orbax."""
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'flow.flownet2_checkpoint not found: {path} (expected '
+                            'FlowNet2_checkpoint.pth.tar or a converted orbax directory)')
+  if is_torch_file(path):
+    report = torch_names.load_flownet2_state_dict(flownet2, pth_reader.load_pth(path),
+                                                  strict=True)
+    return {'model': FLOWNET2, 'source': path, 'loaded': len(report.loaded)}
+  return ckpt_lib.restore_model_variables(path, flownet2, expected_model=FLOWNET2)
+
+
+# --------------------------------------------------------------------------------------------
+# The model split for jit
+
+
+def _to_shapes(state: nnx.State) -> nnx.State:
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), state)
+
+
+def _state(paths: Mapping[str, tuple], values: Mapping[str, Any], cls: type) -> nnx.State:
+  return nnx.from_flat_state([(paths[k], cls(values[k])) for k in paths])
+
+
+@dataclasses.dataclass
+class SDCNetBundle:
+  """An SDCNet split for jitted functions.
+
+  `params` / `buffers`: flat dicts of SDCNet's own parameters and buffers (what is trained and
+  checkpointed). `flownet2`: the FlowNet2 module when its weights were loaded, else None.
+  `merge(params, buffers)` rebuilds the model (inside jit too) with FlowNet2 as shapes only,
+  which is enough for `network_output`; pass `flownet_state` to run FlowNet2 inside it.
+  """
+  name: str
+  sequence_length: int  # the original's --sequence_length (before SDCNet2DRecon adds one)
+  rgb_max: float
+  graphdef: Any
+  param_paths: dict[str, tuple]
+  buffer_paths: dict[str, tuple]
+  params: FlatVars
+  buffers: FlatVars
+  flownet_shapes: nnx.State
+  flownet2: nnx.Module | None
+
+  def flownet_state(self) -> nnx.State:
+    if self.flownet2 is None:
+      raise ValueError('FlowNet2 weights were not loaded: set flow.flownet2_checkpoint, or use '
+                       "flow.source='dis'")
+    return nnx.state(self.flownet2)
+
+  def merge(self, params: Mapping[str, Any], buffers: Mapping[str, Any],
+            flownet_state: nnx.State | None = None) -> nnx.Module:
+    fl = self.flownet_shapes
+    if flownet_state is not None:
+      fl = nnx.State({'flownet2': flownet_state})
+    return nnx.merge(self.graphdef, _state(self.param_paths, params, nnx.Param),
+                     _state(self.buffer_paths, buffers, sdcnet_lib.Buffer), fl)
+
+  @property
+  def num_frames(self) -> int:
+    """Frames per sample (inputs + target): the original FrameLoader's sequence_length + 1."""
+    return self.sequence_length + 1
+
+
+def build_sdcnet(name: str = 'SDCNet2DRecon', *, sequence_length: int = 2,
+                 rgb_max: float = 255.0, checkpoint: str = '', flownet2_checkpoint: str = '',
+                 random_init: bool = False, seed: int = 0) -> SDCNetBundle:
+  """An SDCNet from its weights (or a torch-like random init) and optionally FlowNet2's.
+
+  Without `checkpoint`, `random_init` must be set (training from scratch, tests), so that a
+  forgotten path never silently propagates labels with an untrained net.
+  """
+  model = abstract_sdcnet(name, sequence_length=sequence_length, rgb_max=rgb_max)
+  if checkpoint:
+    load_sdcnet_weights(model, checkpoint)
+  elif random_init:
+    set_own_variables(model, *torch_like_init(model, seed), where='random init')
+  else:
+    raise ValueError('sdcnet.checkpoint is empty: give a converted or trained SDCNet checkpoint '
+                     '(or sdc_cityscapes_vrec.pth.tar), or set sdcnet.random_init=True')
+  flownet2 = None
+  if flownet2_checkpoint:
+    load_flownet2_weights(model.flownet2, flownet2_checkpoint)
+    flownet2 = model.flownet2
+  graphdef, own, buffers, rest = nnx.split(model, sdcnet_lib.TRAINABLE, sdcnet_lib.Buffer, ...)
+  param_paths, buffer_paths = _own_entries(model)
+  flat_own = {variables.path_key(p): v.get_value() for p, v in nnx.to_flat_state(own)}
+  flat_buf = {variables.path_key(p): v.get_value() for p, v in nnx.to_flat_state(buffers)}
+  return SDCNetBundle(name, sequence_length, float(rgb_max), graphdef, param_paths, buffer_paths,
+                      flat_own, flat_buf, _to_shapes(rest), flownet2)
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+
+
+class _Node(nnx.Module):
+  """A namespace node of `_flat_module`."""
+
+
+def _flat_module(params: Mapping[str, Any], batch_stats: Mapping[str, Any]) -> nnx.Module:
+  """A module whose Params / BatchStats sit at the given '/'-joined paths.
+
+  `save_model_checkpoint` accepts modules holding only Param and BatchStat; this stores SDCNet's
+  own parameters and its Buffers (as batch_stats) under their original paths.
+  """
+  root = _Node()
+  for cls, flat in ((nnx.Param, params), (nnx.BatchStat, batch_stats)):
+    for key, value in flat.items():
+      node = root
+      *parents, leaf = key.split('/')
+      for part in parents:
+        if not hasattr(node, part):
+          setattr(node, part, _Node())
+        node = getattr(node, part)
+      setattr(node, leaf, cls(jnp.asarray(value)))
+  return root
+
+
+def save_sdcnet_checkpoint(directory: str | os.PathLike, bundle: SDCNetBundle, *,
+                           metadata: Mapping[str, Any] | None = None, step: int = 0
+                           ) -> pathlib.Path:
+  """Writes SDCNet's own params + buffers as a model checkpoint (see module docstring)."""
+  meta = {'model': bundle.name, 'sequence_length': bundle.sequence_length,
+          'rgb_max': bundle.rgb_max, 'layout': 'params: own (no flownet2/); batch_stats: buffers'}
+  meta.update(metadata or {})
+  return ckpt_lib.save_model_checkpoint(directory, _flat_module(bundle.params, bundle.buffers),
+                                        metadata=meta, step=step)
+
+
+def convert(*, sdcnet: str = '', flownet2: str = '', out: str, model: str = 'SDCNet2DRecon',
+            sequence_length: int = 2, rgb_max: float = 255.0) -> dict[str, str]:
+  """Converts the original .pth(.tar) files to orbax: OUT/sdcnet/0 and OUT/flownet2/0."""
+  if not (sdcnet or flownet2):
+    raise ValueError('convert: give --sdcnet and/or --flownet2')
+  written = {}
+  if sdcnet:
+    if not is_torch_file(sdcnet):
+      raise FileNotFoundError(f'--sdcnet {sdcnet}: not a file (expected a torch .pth(.tar))')
+    bundle = build_sdcnet(model, sequence_length=sequence_length, rgb_max=rgb_max,
+                          checkpoint=sdcnet)
+    written['sdcnet'] = str(save_sdcnet_checkpoint(os.path.join(out, 'sdcnet'), bundle,
+                                                   metadata={'source': os.fspath(sdcnet)}))
+  if flownet2:
+    if not is_torch_file(flownet2):
+      raise FileNotFoundError(f'--flownet2 {flownet2}: not a file (expected a torch .pth(.tar))')
+    net = nnx.eval_shape(lambda: FlowNet2(rgb_max=rgb_max, rngs=nnx.Rngs(0)))
+    load_flownet2_weights(net, flownet2)
+    written['flownet2'] = str(ckpt_lib.save_model_checkpoint(
+        os.path.join(out, 'flownet2'), net,
+        metadata={'model': FLOWNET2, 'rgb_max': rgb_max, 'source': os.fspath(flownet2)}))
+  return written
+
+
+def main(argv: list[str] | None = None) -> None:
+  p = argparse.ArgumentParser(description='Convert SDCNet / FlowNet2 .pth(.tar) to orbax.')
+  p.add_argument('--sdcnet', default='', help='e.g. sdc_cityscapes_vrec.pth.tar')
+  p.add_argument('--flownet2', default='', help='e.g. FlowNet2_checkpoint.pth.tar')
+  p.add_argument('--out', required=True, help='output directory')
+  p.add_argument('--model', default='SDCNet2DRecon', choices=sorted(MODELS))
+  p.add_argument('--sequence_length', type=int, default=2)
+  p.add_argument('--rgb_max', type=float, default=255.0)
+  args = p.parse_args(argv)
+  for kind, path in convert(sdcnet=args.sdcnet, flownet2=args.flownet2, out=args.out,
+                            model=args.model, sequence_length=args.sequence_length,
+                            rgb_max=args.rgb_max).items():
+    print(f'{kind}: {path}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,178 @@
+"""SGD and the learning-rate schedules against torch.optim.SGD + LambdaLR as train.py drives them."""
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxseg.config_base import base_config
+from jaxseg.train_lib import optimizer as optimizer_lib
+
+torch = pytest.importorskip("torch")
+
+
+def _config(name="poly", max_epoch=10, lr=0.01, **schedule):
+  c = base_config()
+  c.optimizer.lr = lr
+  c.schedule.name = name
+  c.train.num_epochs = max_epoch
+  for key, value in schedule.items():
+    c.schedule[key] = value
+  return c
+
+
+def _original_lambda(name, max_epoch, poly_exp=1.0, rescale_thresh=-1, rescale=1.0, repoly=1.5):
+  """optimizer.py's lambda1 of the original, for 'poly' and 'scl-poly'."""
+  if name == "poly":
+    return lambda epoch: math.pow(1 - epoch / max_epoch, poly_exp)
+  return lambda epoch: (math.pow(1 - epoch / max_epoch, poly_exp) if epoch < rescale_thresh else
+                        rescale * math.pow(1 - (epoch - rescale_thresh) /
+                                           (max_epoch - rescale_thresh), repoly))
+
+
+def _torch_epoch_lrs(lr, lam, max_epoch):
+  """The lr each epoch trains at: LambdaLR built, then scheduler.step() before every epoch."""
+  param = torch.nn.Parameter(torch.zeros(1))
+  opt = torch.optim.SGD([param], lr=lr, momentum=0.9, weight_decay=1e-4)
+  scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=lam)
+  lrs = []
+  for _ in range(max_epoch):
+    _step_quietly(scheduler)  # train.py steps the scheduler before training the epoch
+    lrs.append(opt.param_groups[-1]["lr"])
+  return lrs
+
+
+def _step_quietly(scheduler):
+  with warnings.catch_warnings():  # torch warns about stepping before optimizer.step()
+    warnings.simplefilter("ignore")
+    scheduler.step()
+
+
+def test_epoch_poly_matches_original_lambdalr_with_its_offset():
+  clock = optimizer_lib.EpochClock.uniform(7)
+  config = _config("poly", max_epoch=12, lr=2e-2, granularity="epoch", epoch_offset=1.0)
+  schedule = optimizer_lib.learning_rate_schedule(config, clock.first_step(12), clock)
+  want = _torch_epoch_lrs(2e-2, _original_lambda("poly", 12), 12)
+  for epoch in range(12):
+    for step in (clock.first_step(epoch), clock.first_step(epoch + 1) - 1):  # constant in epoch
+      np.testing.assert_allclose(float(schedule(step)), want[epoch], rtol=1e-6, atol=1e-12)
+  assert want[-1] == 0.0  # the original's last epoch trains at lr 0 ...
+  assert float(schedule(clock.first_step(12) - 1)) == 0.0  # ... and so does the reproduction
+
+
+def test_scl_poly_matches_original_with_restart_at_rlx_off_epoch():
+  clock = optimizer_lib.EpochClock(steps_per_epoch=5, steps_per_cut_epoch=3, cut_epoch=8)
+  config = _config("scl-poly", max_epoch=20, lr=1e-3, granularity="epoch", epoch_offset=1.0,
+                   repoly=1.5, rescale=0.7)
+  config.loss.rlx_off_epoch = 11
+  schedule = optimizer_lib.learning_rate_schedule(config, clock.first_step(20), clock)
+  want = _torch_epoch_lrs(1e-3, _original_lambda("scl-poly", 20, 1.0, 11, 0.7, 1.5), 20)
+  got = [float(schedule(clock.first_step(e))) for e in range(20)]
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+  # An explicit restart epoch wins over loss.rlx_off_epoch.
+  config.schedule.rescale_epoch = 4
+  schedule = optimizer_lib.learning_rate_schedule(config, clock.first_step(20), clock)
+  want = _torch_epoch_lrs(1e-3, _original_lambda("scl-poly", 20, 1.0, 4, 0.7, 1.5), 20)
+  np.testing.assert_allclose([float(schedule(clock.first_step(e))) for e in range(20)], want,
+                             rtol=1e-6, atol=1e-12)
+
+
+def test_step_granularity_is_smooth_poly_over_steps():
+  config = _config("poly", max_epoch=-1, lr=0.1, power=0.9)
+  config.train.num_steps = 40
+  schedule = optimizer_lib.learning_rate_schedule(config, 40)  # no clock: steps are epochs
+  steps = np.arange(40)
+  np.testing.assert_allclose([float(schedule(s)) for s in steps],
+                             0.1 * (1 - steps / 40) ** 0.9, rtol=1e-5)
+  # With a clock and num_epochs, x is the fractional epoch, so the same curve over 4 epochs.
+  config = _config("poly", max_epoch=4, lr=0.1, power=0.9)
+  schedule = optimizer_lib.learning_rate_schedule(config, 40,
+                                                  optimizer_lib.EpochClock.uniform(10))
+  np.testing.assert_allclose([float(schedule(s)) for s in steps],
+                             0.1 * (1 - steps / 40) ** 0.9, rtol=1e-5)
+
+
+def test_epoch_clock_steps_and_cut_epochs():
+  clock = optimizer_lib.EpochClock(steps_per_epoch=4, steps_per_cut_epoch=2, cut_epoch=3)
+  assert [clock.epoch_of(s) for s in range(16)] == [0] * 4 + [1] * 4 + [2] * 4 + [3, 3, 4, 4]
+  assert [clock.first_step(e) for e in range(6)] == [0, 4, 8, 12, 14, 16]
+  np.testing.assert_allclose(np.asarray(clock.epochs_done(jnp.arange(16))),
+                             [0, .25, .5, .75, 1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 2.75, 3, 3.5,
+                              4, 4.5])
+  np.testing.assert_array_equal(np.asarray(clock.epoch_index(jnp.arange(16))),
+                                [clock.epoch_of(s) for s in range(16)])
+
+
+def test_epoch_clock_agrees_with_the_loader_plan():
+  from jaxseg.input_pipeline import sampling
+  c = base_config()
+  c.data.name = "synthetic"
+  c.data.synthetic.num_train = 12
+  c.data.synthetic.height = 32
+  c.data.synthetic.width = 48
+  c.data.class_uniform_pct = 0.5
+  c.data.class_uniform_tile = 16
+  c.data.max_cu_epoch = 1
+  clock = optimizer_lib.EpochClock.from_config(c, 2)
+  plan = sampling.make_plan(c.data, 2, 0)
+  for step in range(4 * clock.steps_per_epoch):
+    assert clock.epoch_of(step) == plan.locate(step)[0], step
+
+
+def test_errors_name_the_option():
+  config = _config("scl-poly", max_epoch=10)
+  with pytest.raises(ValueError, match="rlx_off_epoch"):
+    optimizer_lib.learning_rate_schedule(config, 100, optimizer_lib.EpochClock.uniform(10))
+  config = _config("poly", max_epoch=-1, granularity="epoch")
+  config.train.num_steps = 100
+  with pytest.raises(ValueError, match="num_epochs"):
+    optimizer_lib.learning_rate_schedule(config, 100, optimizer_lib.EpochClock.uniform(10))
+  with pytest.raises(ValueError, match="granularity"):
+    optimizer_lib.learning_rate_schedule(_config(granularity="iteration"), 10)
+  config = _config()
+  config.optimizer.name = "adam"
+  with pytest.raises(ValueError, match="optimizer.name"):
+    optimizer_lib.create_optimizer(config, 10)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_equals_torch_sgd_with_lambdalr(nesterov):
+  clock = optimizer_lib.EpochClock.uniform(2)
+  config = _config("poly", max_epoch=3, lr=0.05, granularity="epoch", epoch_offset=1.0)
+  config.optimizer.nesterov = nesterov
+  config.optimizer.weight_decay = 1e-2
+  tx, _ = optimizer_lib.create_optimizer(config, clock.first_step(3), clock)
+  rng = np.random.default_rng(0)
+  init = {"w": rng.normal(size=(3, 4)).astype(np.float32),
+          "b": rng.normal(size=(4,)).astype(np.float32)}
+  grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in init.items()}
+           for _ in range(6)]
+
+  tparams = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
+  opt = torch.optim.SGD(list(tparams.values()), lr=0.05, momentum=0.9, weight_decay=1e-2,
+                        nesterov=nesterov)
+  sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=_original_lambda("poly", 3))
+  params = jax.tree.map(jnp.asarray, init)
+  state = tx.init(params)
+  update = jax.jit(lambda g, s, p, step: tx.update(g, s, p, step=step))
+  for step, g in enumerate(grads):
+    if step % 2 == 0:  # a new epoch
+      _step_quietly(sched)
+    for k, p in tparams.items():
+      p.grad = torch.tensor(g[k])
+    opt.step()
+    updates, state = update(jax.tree.map(jnp.asarray, g), state, params, jnp.asarray(step))
+    params = optax.apply_updates(params, updates)
+  for k in init:
+    np.testing.assert_allclose(np.asarray(params[k]), tparams[k].detach().numpy(), rtol=2e-6,
+                               atol=1e-7, err_msg=k)
+
+
+def test_update_without_step_is_refused():
+  tx, _ = optimizer_lib.create_optimizer(_config(max_epoch=-1), 10)
+  params = {"w": jnp.ones(3)}
+  with pytest.raises(ValueError, match="step="):
+    tx.update(params, tx.init(params), params)
