@@ -5,6 +5,8 @@ r"""jaxseg command line: train, evaluate, predict and convert.
   python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo --mode predict \
       --input some/image_or_folder --output /tmp/demo/pred
   python -m jaxseg.main --mode convert --src cityscapes_best.pth --model DeepWV3Plus --out DIR
+  python -m jaxseg.main --config configs/sdcnet_cityscapes.py --workdir /tmp/sdc --mode propagate
+  python -m jaxseg.main --config configs/sdcnet_cityscapes.py --workdir /tmp/sdc   # SDCNet training
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and outputs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "convert"], "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "convert", "propagate"],
+                          "What to run.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "eval/predict: a checkpoint step dir or workdir (default: --workdir).")
 _STEP = flags.DEFINE_integer("step", None, "eval/predict: checkpoint step (default: latest).")
@@ -58,7 +61,13 @@ def main(argv: list[str]) -> None:
   workdir = _require(_WORKDIR, _MODE.value)
   from jaxseg.train_lib import distributed
   distributed.maybe_initialize()
-  if _MODE.value == "train":
+  if _MODE.value == "propagate":
+    from jaxseg.sdcnet import propagate
+    propagate.run_propagation(config, workdir)
+  elif _MODE.value == "train" and "sdcnet" in config:
+    from jaxseg.sdcnet import train as sdcnet_train
+    sdcnet_train.train_sdcnet(config, workdir)
+  elif _MODE.value == "train":
     from jaxseg.train_lib import trainer
     trainer.train_and_evaluate(config, workdir)
   elif _MODE.value == "eval":

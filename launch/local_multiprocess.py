@@ -60,17 +60,22 @@ def process_env(process_id: int, num_processes: int, port: int, *, devices_per_p
 
 def launch(args: list[str], *, num_processes: int, devices_per_process: int = 1,
            gpus_per_process: int = 0, module: str = "jaxseg.main", port: int = 0,
-           timeout: float | None = None) -> int:
-  """Starts the group, streams its output, returns the first non-zero exit status (or 0)."""
+           timeout: float | None = None, extra_env: dict[str, str] | None = None,
+           sink=None) -> int:
+  """Starts the group, streams its output (to `sink`, default stdout) and returns the first
+  non-zero exit status, 124 on timeout, else 0."""
   port = port or free_port()
-  procs = []
+  sink = sink or sys.stdout
+  procs, pumps = [], []
   for pid in range(num_processes):
     env = process_env(pid, num_processes, port, devices_per_process=devices_per_process,
-                       gpus_per_process=gpus_per_process)
+                      gpus_per_process=gpus_per_process)
+    env.update(extra_env or {})
     proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    threading.Thread(target=_pump, args=(proc.stdout, f"[{pid}] ", sys.stdout),
-                     daemon=True).start()
+    pumps.append(threading.Thread(target=_pump, args=(proc.stdout, f"[{pid}] ", sink),
+                                  daemon=True))
+    pumps[-1].start()
     procs.append(proc)
   deadline = None if timeout is None else time.monotonic() + timeout
   status = 0
@@ -91,6 +96,8 @@ def launch(args: list[str], *, num_processes: int, devices_per_process: int = 1,
       except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+    for t in pumps:
+      t.join(timeout=5)
   return status or next((p.returncode for p in procs if p.returncode), 0)
 
 

@@ -125,6 +125,7 @@ def _resume_check(cfg, ds, first, then):
                           process_count=1, dataset=ds)
   _take(it, first)
   state = json.loads(json.dumps(it.get_state()))  # stored as JSON by the trainer
+  assert state['step'] == first
   expected = _take(it, then)
   resumed = build_train_loader(cfg, global_batch_size=4, seed=5, process_index=0,
                                process_count=1, dataset=ds)
@@ -163,7 +164,9 @@ def test_worker_processes_give_the_same_batches():
     it.close()
   for x, y in zip(ref, got):
     np.testing.assert_array_equal(x['image'], y['image'])
-  # Resume a worker-backed loader from JSON state.
+  assert state['step'] == 3
+  # Resume a worker-backed loader from JSON state, and one without workers
+  # from the same state (the state does not depend on the worker count).
   it = build_train_loader(cfg, global_batch_size=4, seed=7, process_index=0,
                           process_count=1, dataset=ds)
   try:
@@ -172,6 +175,12 @@ def test_worker_processes_give_the_same_batches():
       np.testing.assert_array_equal(x['image'], y['image'])
   finally:
     it.close()
+  cfg.num_workers = 0
+  it = build_train_loader(cfg, global_batch_size=4, seed=7, process_index=0,
+                          process_count=1, dataset=ds)
+  it.set_state(state)
+  for x, y in zip(ref[3:], _take(it, 4)):
+    np.testing.assert_array_equal(x['image'], y['image'])
 
 
 def test_bad_inputs_are_replaced_and_reported(caplog):

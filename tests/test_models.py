@@ -230,6 +230,31 @@ def test_maxpool_and_conv_match_torch():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", [
+    # (H, W, cin, cout, k, stride, padding, dilation, groups): expected CPU algorithm
+    ((9, 7, 16, 8, 1, 1, 0, 1, 1), "gemm_1x1"),
+    ((9, 7, 16, 8, 1, 2, 0, 1, 1), "gemm_1x1"),
+    ((9, 6, 1024, 4, 3, 1, 4, 4, 1), "gemm_taps"),
+    ((4, 5, 1024, 4, 3, 1, 24, 24, 1), "gemm_taps"),  # off-centre taps only see padding
+    ((8, 11, 32, 32, 3, 1, 2, 2, 8), "grouped_direct"),
+    ((8, 11, 64, 64, 3, 2, 1, 1, 8), "xla"),
+    ((8, 11, 8, 16, 3, 1, 1, 1, 1), "xla"),
+])
+def test_cpu_conv_algorithms_match_lax_conv(case):
+  (h, w, cin, cout, k, s, p, d, g), algo = case
+  assert layers.conv_algorithm("auto", (k, k, cin // g, cout), (s, s), (p, p), g, "cpu") == algo
+  assert layers.conv_algorithm("xla", (k, k, cin // g, cout), (s, s), (p, p), g, "cpu") == "xla"
+  assert layers.conv_algorithm("auto", (k, k, cin // g, cout), (s, s), (p, p), g, "gpu") == "xla"
+  x = jnp.asarray(np.random.default_rng(8).standard_normal((2, h, w, cin)), jnp.float32)
+  kw = dict(stride=s, padding=p, dilation=d, groups=g)
+  auto = layers.Conv2d(cin, cout, k, rngs=nnx.Rngs(0), **kw)
+  ref = layers.Conv2d(cin, cout, k, impl="xla", rngs=nnx.Rngs(0), **kw)
+  with jax.default_matmul_precision("highest"):
+    got, want = jax.jit(lambda v: (auto(v), ref(v)))(x)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------ torch layout
 def test_key_path_mapping():
   assert torch_layout.torch_key_for_path(("layer1", 0, "conv1", "kernel")) == \

@@ -207,3 +207,39 @@ def test_plan_without_class_uniform_ignores_sdc(tmp_path):
   assert not os.listdir(tmp_path)  # no centroids needed
   with pytest.raises(ValueError, match='fewer than the global batch'):
     sampling.make_plan(cfg, 11, seed=0, dataset=ds)
+
+
+class _FakeCoarse(_FakeDataset):
+  def read_label(self, i):
+    lab = np.full((self.h, self.w), 1, np.uint8)
+    lab[8:, 8:] = 2  # class 2: absent from the fine fake labels
+    return lab
+
+
+def test_coarse_boost_adds_only_boosted_classes(tmp_path, monkeypatch):
+  fine = _FakeDataset(['fine'] * 12)
+  coarse = _FakeCoarse(['coarse'] * 5)
+  from jaxseg.input_pipeline import datasets  # pylint: disable=g-import-not-at-top
+  requested = []
+
+  def fake_get_dataset(cfg, split):
+    requested.append(split)
+    return coarse
+  monkeypatch.setattr(datasets, 'get_dataset', fake_get_dataset)
+  cfg = _cfg()
+  cfg.uniform_cache_dir = str(tmp_path)
+  cfg.coarse_boost_classes = (2,)
+  plan = sampling.make_plan(cfg, 4, seed=0, dataset=fine)
+  assert requested == ['extra']  # the Cityscapes gtCoarse split
+  assert len(plan.source) == 17 and sorted(plan.pools) == [0, 1, 2]
+  assert np.all(plan.pools[2].index >= 12)  # class 2: coarse samples only
+  assert np.all(plan.pools[1].index < 12)  # class 1 not boosted: fine only
+  assert np.all(plan.plain < 12)  # coarse samples are never plain samples
+  ep = plan.epoch(0)
+  per = int(12 * 0.5 / 3)
+  np.testing.assert_array_equal(uniform.class_counts(ep, 3), [per, per, per])
+  sample_rec = plan.source.records[int(ep.index[ep.class_id == 2][0])]
+  assert sample_rec.kind == 'coarse'
+  assert os.path.isfile(tmp_path / 'cityscapes_coarse_tile8.json')
+  # After the cut, class 2 (no fine centroid) loses its pool, as the original.
+  assert 2 not in plan.pools_cut

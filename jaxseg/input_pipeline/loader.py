@@ -7,7 +7,8 @@ global steps (the remainder is dropped); global step s takes epoch positions
 [s * GB, (s + 1) * GB) and process p the slice [p * B, (p + 1) * B) of it. The
 augmentation RNG of a sample is seeded by (seed, epoch, position), so batches
 do not depend on the process count, worker count or threads. The iterator's
-state (grain's, plain JSON) resumes exactly where it stopped.
+state is the number of batches it has yielded ({'step': k, ...}, JSON), from
+which a new loader rebuilds the same stream.
 
 Batches are uint8: {'image': (B, H, W, 3), 'label': (B, H, W)}; normalisation
 happens on device.
@@ -69,23 +70,25 @@ class _TrainIndex(grain.MapDataset):
   """Infinite per-process index -> which sample (and seed) to produce."""
 
   def __init__(self, plan: sampling.SamplingPlan, process_index: int,
-               batch_size: int):
+               batch_size: int, start_step: int = 0):
     super().__init__()
     self._plan = plan
     self._p = process_index
     self._b = batch_size
+    self._start = start_step
 
   def __len__(self) -> int:
     return sys.maxsize
 
   def __str__(self) -> str:
-    return f'_TrainIndex(process={self._p}, batch={self._b})'
+    return (f'_TrainIndex(process={self._p}, batch={self._b}, '
+            f'start_step={self._start})')
 
   def __getitem__(self, index):
     if isinstance(index, slice):
       return self.slice(index)
     local_step, j = divmod(int(index), self._b)
-    epoch, step = self._plan.locate(local_step)
+    epoch, step = self._plan.locate(self._start + local_step)
     pos = step * self._plan.global_batch + self._p * self._b + j
     ep = self._plan.epoch(epoch)
     cx, cy = (int(v) for v in ep.centroid[pos])
@@ -93,7 +96,8 @@ class _TrainIndex(grain.MapDataset):
             'epoch': epoch, 'step': step, 'pos': pos}
 
 
-def load_with_skip(source, index: int, on_bad_input: str):
+def load_with_skip(source, index: int,
+                   on_bad_input: str) -> tuple[dict[str, Any], int, int]:
   """source[index], replaced by the next readable sample when it is bad.
 
   Returns (sample, number of bad samples passed over, index used).
@@ -131,34 +135,29 @@ class _LoadAndAugment:
             '_step': el['step'], '_skipped': int(skipped > 0)}
 
 
-class _EpochReport(grain.IterDataset):
-  """Drops the bookkeeping keys and logs skipped samples at each epoch end."""
+class _TrainIterator(grain.DatasetIterator):
+  """The training iterator: grain pipeline from a start step, and reporting.
 
-  def __init__(self, parent: grain.IterDataset, plan: sampling.SamplingPlan,
-               name: str):
-    super().__init__(parent)
+  Its state is {'step': batches yielded, 'skipped': bad samples replaced so
+  far this epoch}: plain JSON, independent of the worker and thread counts
+  (the batches are a pure function of the step). `set_state` rebuilds the
+  grain pipeline from that step.
+  """
+
+  def __init__(self, make_pipeline, plan: sampling.SamplingPlan, name: str):
+    super().__init__()
+    self._make = make_pipeline
     self._plan = plan
     self._name = name
-
-  def __str__(self) -> str:
-    return '_EpochReport'
-
-  def __iter__(self) -> '_EpochReportIterator':
-    return _EpochReportIterator(self._parent.__iter__(), self._plan, self._name)
-
-
-class _EpochReportIterator(grain.DatasetIterator):
-  """Iterator of `_EpochReport`; its state is grain's plus a counter (JSON)."""
-
-  def __init__(self, parent: grain.DatasetIterator,
-               plan: sampling.SamplingPlan, name: str):
-    super().__init__(parent)
-    self._plan = plan
-    self._name = name
+    self._step = 0
     self._skipped = 0
+    self._it = None  # grain iterator, built lazily (workers start with it)
 
   def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._parent)
+    if self._it is None:
+      self._it = iter(self._make(self._step))
+    batch = next(self._it)
+    self._step += 1
     epoch = int(batch.pop('_epoch')[0])
     step = int(batch.pop('_step')[0])
     self._skipped += int(np.sum(batch.pop('_skipped')))
@@ -171,27 +170,21 @@ class _EpochReportIterator(grain.DatasetIterator):
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    return {'grain': self._parent.get_state(), 'skipped': self._skipped}
+    return {'step': self._step, 'skipped': self._skipped}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    self._parent.set_state(_int_keys(state['grain']))
+    if 'step' not in state:
+      raise ValueError(f'train loader state {state!r} has no "step"; expected '
+                       'a dict from this loader\'s get_state().')
+    self.close()
+    self._step = int(state['step'])
     self._skipped = int(state.get('skipped', 0))
 
   def close(self) -> None:
-    close = getattr(self._parent, 'close', None)
+    close = getattr(self._it, 'close', None)
     if close is not None:
       close()
-
-
-def _int_keys(state: Any) -> Any:
-  """Undoes JSON's int -> str key conversion in grain states (dict keys of
-  grain iterator states are ints, e.g. interleave's 'future_states')."""
-  if isinstance(state, dict):
-    return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v)
-            for k, v in state.items()}
-  if isinstance(state, list):
-    return [_int_keys(v) for v in state]
-  return state
+    self._it = None
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
@@ -224,9 +217,11 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
   """Infinite iterator of this process's training batches.
 
   Yields {'image': uint8 (B, crop, crop, 3), 'label': uint8 (B, crop, crop)}
-  with B = global_batch_size // process_count. `get_state()` returns a JSON-
-  serialisable dict; `set_state()` on a fresh loader built with the same
-  arguments continues with exactly the batches that would have followed.
+  with B = global_batch_size // process_count. `get_state()` returns a small
+  JSON-serialisable dict ({'step': batches so far, ...}); `set_state()` on a
+  loader built with the same data config, batch size, seed and process
+  layout continues with exactly the batches that would have followed (worker
+  and thread counts may differ). Call `close()` to stop worker processes.
   `dataset` (optional) replaces `get_dataset(data_cfg, data_cfg.train_split)`.
   """
   defaults.validate(data_cfg)
@@ -234,21 +229,29 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
   if global_batch_size <= 0 or global_batch_size % n_proc:
     raise ValueError(f'global_batch_size={global_batch_size} must be a positive '
                      f'multiple of the process count {n_proc}.')
+  if seed < 0:
+    raise ValueError(f'seed={seed}: the loader seed must be >= 0.')
   b = global_batch_size // n_proc
   plan = sampling.make_plan(data_cfg, global_batch_size, seed, dataset)
   params = transforms.AugmentParams.from_config(data_cfg)
-  ds = (_TrainIndex(plan, p, b)
-        .map(_LoadAndAugment(plan.source, params, int(seed),
-                             str(data_cfg.on_bad_input)))
-        .batch(b, drop_remainder=True)
-        .to_iter_dataset(_read_options(data_cfg)))
+  load = _LoadAndAugment(plan.source, params, int(seed), str(data_cfg.on_bad_input))
+  read_options = _read_options(data_cfg)
+  mp_options = None
   if data_cfg.num_workers > 0:
     _ensure_absl_flags_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+    mp_options = grain.MultiprocessingOptions(
         num_workers=int(data_cfg.num_workers),
-        per_worker_buffer_size=int(data_cfg.worker_buffer_size)),
-                        worker_init_fn=_worker_init)
-  return iter(_EpochReport(ds, plan, f'{data_cfg.name}/{data_cfg.train_split}'))
+        per_worker_buffer_size=int(data_cfg.worker_buffer_size))
+
+  def make_pipeline(start_step: int) -> grain.IterDataset:
+    ds = (_TrainIndex(plan, p, b, start_step).map(load)
+          .batch(b, drop_remainder=True).to_iter_dataset(read_options))
+    if mp_options is not None:
+      ds = ds.mp_prefetch(mp_options, worker_init_fn=_worker_init)
+    return ds
+
+  return _TrainIterator(make_pipeline, plan,
+                        f'{data_cfg.name}/{data_cfg.train_split}')
 
 
 def steps_per_epoch(data_cfg: ml_collections.ConfigDict,

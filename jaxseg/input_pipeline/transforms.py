@@ -28,6 +28,7 @@ from jaxseg.input_pipeline.color import color_jitter
 IGNORE = 255
 
 Centroid = Optional[Sequence[int]]  # (x, y) in full-image pixels.
+Pair = tuple[np.ndarray, np.ndarray]  # (image, label)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ class AugmentParams:
 
 # ---------------------------------------------------------------- geometry --
 def resize_pair(image: np.ndarray, label: Optional[np.ndarray],
-                size_hw: tuple[int, int]):
+                size_hw: tuple[int, int]) -> Pair:
   """Resizes image (cubic / area when shrinking) and label (nearest)."""
   h, w = image.shape[:2]
   th, tw = size_hw
@@ -71,7 +72,8 @@ def resize_pair(image: np.ndarray, label: Optional[np.ndarray],
 
 def random_scale(image: np.ndarray, label: np.ndarray,
                  rng: np.random.Generator, scale_min: float, scale_max: float,
-                 pre_size: int = 0, centroid: Centroid = None):
+                 pre_size: int = 0, centroid: Centroid = None
+                 ) -> tuple[np.ndarray, np.ndarray, Centroid]:
   """RandomSizeAndCrop's resize: returns (image, label, scaled centroid)."""
   h, w = image.shape[:2]
   amt = 1.0 if pre_size <= 0 else pre_size / min(h, w)
@@ -85,7 +87,7 @@ def random_scale(image: np.ndarray, label: np.ndarray,
 
 
 def pad_for_crop(image: np.ndarray, label: np.ndarray, crop_hw: tuple[int, int],
-                 pad_value: int = 0):
+                 pad_value: int = 0) -> Pair:
   """Pads both sides by (crop - size)//2 + 1 where the image is too small.
 
   The original's RandomCrop(nopad=False) rule: padded side = size + 2*pad,
@@ -105,7 +107,7 @@ def pad_for_crop(image: np.ndarray, label: np.ndarray, crop_hw: tuple[int, int],
 
 def crop(image: np.ndarray, label: np.ndarray, crop_hw: tuple[int, int],
          rng: np.random.Generator, centroid: Centroid = None,
-         pad_value: int = 0):
+         pad_value: int = 0) -> Pair:
   """Random crop after padding; with a centroid the crop covers it.
 
   As the original, the centroid is in scaled-image coordinates and is not
@@ -128,7 +130,7 @@ def crop(image: np.ndarray, label: np.ndarray, crop_hw: tuple[int, int],
 
 
 def random_hflip(image: np.ndarray, label: np.ndarray,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator) -> Pair:
   """Flips image and label left-right together with probability 0.5."""
   if rng.random() < 0.5:
     return image[:, ::-1], label[:, ::-1]
@@ -137,7 +139,7 @@ def random_hflip(image: np.ndarray, label: np.ndarray,
 
 def random_rotate(image: np.ndarray, label: np.ndarray,
                   rng: np.random.Generator, degrees: float,
-                  pad_value: int = 0):
+                  pad_value: int = 0) -> Pair:
   """Rotates by U(-degrees, degrees) counter-clockwise about the centre.
 
   Same size out (PIL rotate(expand=False)); the image is bicubic with
@@ -181,7 +183,7 @@ def random_gaussian_blur(image: np.ndarray,
 # ---------------------------------------------------------------- pipeline --
 def train_transform(image: np.ndarray, label: np.ndarray,
                     rng: np.random.Generator, params: AugmentParams,
-                    centroid: Centroid = None):
+                    centroid: Centroid = None) -> Pair:
   """The full training augmentation; returns contiguous uint8 (crop, label)."""
   image, label, centroid = random_scale(image, label, rng, params.scale_min,
                                         params.scale_max, params.pre_size,
@@ -204,7 +206,7 @@ def train_transform(image: np.ndarray, label: np.ndarray,
 
 def eval_resize(image: np.ndarray, label: np.ndarray, policy: str,
                 size: int = 0, height: int = 0, width: int = 0,
-                pad_hw: tuple[int, int] = (0, 0), pad_value: int = 0):
+                pad_hw: tuple[int, int] = (0, 0), pad_value: int = 0) -> Pair:
   """Brings an eval sample to the eval size (see defaults.eval_resize)."""
   if policy == 'height_crop_pad':
     # ResizeHeight(size) then a centre crop/pad to size x size.
@@ -229,7 +231,7 @@ def eval_resize(image: np.ndarray, label: np.ndarray, policy: str,
 
 
 def center_crop_pad(image: np.ndarray, label: np.ndarray,
-                    size_hw: tuple[int, int], pad_value: int = 0):
+                    size_hw: tuple[int, int], pad_value: int = 0) -> Pair:
   """Centre crop to size_hw, padding (image pad_value, label 255) if smaller.
 
   The original CenterCropPad crops with the pre-padding offsets, which for

@@ -25,7 +25,7 @@ from jaxseg.models.wider_resnet import make_wider_resnet38_a2_trunk
 
 def _conv(cin, cout, k, *, cfg, rngs, **kw):
   return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], rngs=rngs, **kw)
+                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
 
 
 def _conv_bn_relu(cin, cout, k, *, cfg, rngs, **kw) -> nnx.List:

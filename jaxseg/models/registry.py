@@ -11,7 +11,8 @@ from jaxseg.models.deeplab import DeepV3Plus, DeepWV3Plus
 from jaxseg.models.resnet import default_cfg
 
 # Overrides every model accepts (besides the contract's keyword arguments).
-_COMMON_OVERRIDES = ("width_multiplier", "output_stride", "aspp_output_stride", "precision")
+_COMMON_OVERRIDES = ("width_multiplier", "output_stride", "aspp_output_stride", "precision",
+                     "conv_impl")
 
 
 def _deepv3plus(trunk: str) -> Callable[..., nnx.Module]:
@@ -55,7 +56,9 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
     **overrides: `width_multiplier` (float, scales every trunk/head width),
       `output_stride` (8 = variant D, 16 = variant D16; DeepWV3Plus: 8 only),
       `aspp_output_stride` (8 doubles the ASPP rates to 12/24/36 as the original
-      always does; 16 keeps 6/12/18), `precision` (lax precision of every conv).
+      always does; 16 keeps 6/12/18), `precision` (lax precision of every conv),
+      `conv_impl` ('auto': GEMM-based convs where faster on the CPU backend, else
+      lax.conv; 'xla': lax.conv everywhere).
 
   Returns:
     An nnx.Module; `model(x, *, train=False, rngs=None)` maps NHWC normalised
@@ -69,7 +72,7 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
                      f"accepted: {list(_COMMON_OVERRIDES)}")
   if num_classes < 1:
     raise ValueError(f"create_model({name!r}): num_classes must be >= 1, got {num_classes}")
-  precision = overrides.pop("precision", None)
   cfg = default_cfg(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups,
-                    precision=precision)
+                    precision=overrides.pop("precision", None),
+                    conv_impl=overrides.pop("conv_impl", "auto"))
   return _REGISTRY[name](num_classes, cfg=cfg, rngs=rngs, **overrides)

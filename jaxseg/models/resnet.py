@@ -20,7 +20,7 @@ def _conv(cin, cout, k, *, cfg, stride=1, padding=0, dilation=1, rngs):
   # torchvision ResNet initialises its convs with kaiming_normal(fan_out).
   return Conv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation,
                 dtype=cfg["dtype"], param_dtype=cfg["param_dtype"], precision=cfg["precision"],
-                kernel_init=_he_normal_fan_out, rngs=rngs)
+                impl=cfg["conv_impl"], kernel_init=_he_normal_fan_out, rngs=rngs)
 
 
 def _bn(c, cfg):
@@ -97,7 +97,8 @@ def stage_schedule(output_stride: int) -> dict[int, tuple[int, int]]:
 
 
 def make_resnet_trunk(depth: int, *, output_stride: int, width_multiplier: float,
-                      cfg: dict[str, Any], rngs: nnx.Rngs) -> tuple[dict[str, nnx.Module], int, int]:
+                      cfg: dict[str, Any], rngs: nnx.Rngs
+                      ) -> tuple[dict[str, nnx.Module], int, int]:
   """layer0..layer4 of ResNet-`depth`; returns (modules, layer1 channels, layer4 channels)."""
   if depth not in RESNET_DEPTHS:
     raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
@@ -130,6 +131,7 @@ def make_resnet_trunk(depth: int, *, output_stride: int, width_multiplier: float
 
 
 def default_cfg(dtype=jnp.float32, param_dtype=jnp.float32, bn_groups: int = 1,
-                precision=None) -> dict[str, Any]:
+                precision=None, conv_impl: str = "auto") -> dict[str, Any]:
   """The layer-construction settings shared by all trunks and heads."""
-  return dict(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups, precision=precision)
+  return dict(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups, precision=precision,
+              conv_impl=conv_impl)

@@ -20,7 +20,7 @@ from jaxseg.models.resnet import stage_schedule
 
 def _conv(cin, cout, k, *, cfg, rngs, **kw):
   return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], rngs=rngs, **kw)
+                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
 
 
 def _bn(c, cfg):

@@ -24,7 +24,7 @@ WRN38_CHANNELS = ((128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024, 2
 
 def _conv(cin, cout, k, *, cfg, rngs, **kw):
   return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], rngs=rngs, **kw)
+                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
 
 
 def bnrelu(channels: int, cfg: dict[str, Any]) -> nnx.List:

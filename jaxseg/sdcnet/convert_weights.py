@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import pathlib
 from typing import Any, Mapping
@@ -106,14 +107,24 @@ def set_own_variables(model: nnx.Module, params: Mapping[str, Any],
     var.set_value(jnp.asarray(value, dtype=var.get_value().dtype))
 
 
+@functools.lru_cache(maxsize=8)
+def _abstract_parts(name: str, sequence_length: int, rgb_max: float) -> tuple[Any, nnx.State]:
+  cls = MODELS[name]
+  return nnx.split(nnx.eval_shape(lambda: cls(sequence_length=sequence_length, rgb_max=rgb_max,
+                                              rngs=nnx.Rngs(0))))
+
+
 def abstract_sdcnet(name: str = 'SDCNet2DRecon', *, sequence_length: int = 2,
                     rgb_max: float = 255.0) -> nnx.Module:
-  """The SDCNet `name` with ShapeDtypeStruct values (no memory, no initialisation)."""
+  """A fresh SDCNet `name` with ShapeDtypeStruct values (no memory, no initialisation).
+
+  Tracing the constructor takes seconds (FlowNet2 has ~100 layers), so its result is cached and
+  each call returns an independent copy.
+  """
   if name not in MODELS:
     raise ValueError(f'sdcnet.model={name!r}; expected one of {sorted(MODELS)}')
-  cls = MODELS[name]
-  return nnx.eval_shape(lambda: cls(sequence_length=sequence_length, rgb_max=rgb_max,
-                                    rngs=nnx.Rngs(0)))
+  graphdef, state = _abstract_parts(name, int(sequence_length), float(rgb_max))
+  return nnx.merge(graphdef, state, copy=True)
 
 
 def torch_like_init(model: nnx.Module, seed: int) -> tuple[FlatVars, FlatVars]:
@@ -151,6 +162,25 @@ def torch_like_init(model: nnx.Module, seed: int) -> tuple[FlatVars, FlatVars]:
 # Loading
 
 
+def _restore_model_item(step_dir: pathlib.Path, target: Mapping[str, FlatVars]
+                        ) -> dict[str, FlatVars]:
+  """The `model` item of a checkpoint step, checked against `target`'s keys and shapes.
+
+  Arrays come back on this process's first device, whatever mesh saved them (a training run
+  saves mesh-replicated arrays, which orbax will not restore onto other devices by itself).
+  """
+  stored = ocp.PyTreeCheckpointer().metadata(step_dir / ckpt_lib.MODEL)
+  stored = getattr(stored, 'item_metadata', stored)
+  stored = getattr(stored, 'tree', stored)
+  for group in ('params', 'batch_stats'):
+    _check_keys(target[group], dict(stored.get(group, {}) or {}), group,
+                f'checkpoint {step_dir}')
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=device), dict(target))
+  return ocp.StandardCheckpointer().restore(step_dir / ckpt_lib.MODEL, abstract)
+
+
 def load_sdcnet_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str, Any]:
   """Loads SDCNet's own weights from a torch file or an orbax checkpoint; returns metadata."""
   path = os.fspath(path)
@@ -170,16 +200,7 @@ def load_sdcnet_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str,
     raise ValueError(f'checkpoint {step_dir} was saved with sequence_length='
                      f'{meta["sequence_length"]}; the model has {model.sequence_length}')
   params, buffers = own_variables(model)
-  target = {'params': params, 'batch_stats': buffers}
-  stored = ocp.PyTreeCheckpointer().metadata(step_dir / ckpt_lib.MODEL)
-  stored = getattr(stored, 'item_metadata', stored)
-  stored = getattr(stored, 'tree', stored)
-  for group in ('params', 'batch_stats'):
-    have = {k: np.empty(getattr(v, 'shape', ()), np.uint8)
-            for k, v in dict(stored.get(group, {}) or {}).items()}
-    _check_keys(target[group], have, group, f'checkpoint {step_dir}')
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), target)
-  restored = ocp.StandardCheckpointer().restore(step_dir / ckpt_lib.MODEL, abstract)
+  restored = _restore_model_item(step_dir, {'params': params, 'batch_stats': buffers})
   set_own_variables(model, restored['params'], restored['batch_stats'],
                     where=f'checkpoint {step_dir}')
   return dict(meta, source=str(step_dir))
@@ -195,7 +216,14 @@ def load_flownet2_weights(flownet2: nnx.Module, path: str | os.PathLike) -> dict
     report = torch_names.load_flownet2_state_dict(flownet2, pth_reader.load_pth(path),
                                                   strict=True)
     return {'model': FLOWNET2, 'source': path, 'loaded': len(report.loaded)}
-  return ckpt_lib.restore_model_variables(path, flownet2, expected_model=FLOWNET2)
+  step_dir = ckpt_lib.resolve_checkpoint(path)
+  meta = ckpt_lib.read_meta(step_dir)
+  if meta.get('model') and meta['model'] != FLOWNET2:
+    raise ValueError(f'checkpoint {step_dir} holds {meta["model"]!r}, not {FLOWNET2}')
+  params, stats = variables.model_variables(flownet2)
+  restored = _restore_model_item(step_dir, {'params': params, 'batch_stats': stats})
+  variables.update_model(flownet2, restored['params'], restored['batch_stats'])
+  return dict(meta, source=str(step_dir))
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ frames[i])` (see `pair_flows`).
 """
 from __future__ import annotations
 
+import threading
 from typing import Protocol, Sequence
 
 import cv2
@@ -52,7 +53,8 @@ class DISFlow:
   """OpenCV DIS optical flow, one frame pair at a time on the host.
 
   `cv2.DISOpticalFlow.calc(I0, I1)` returns a flow on I0 with I0(x) ~ I1(x + flow(x)), which is
-  FlowNet2's convention with I0 = first, I1 = second.
+  FlowNet2's convention with I0 = first, I1 = second. A cv2 DIS object must not be used by two
+  threads at once (it corrupts the flow or crashes), so each thread gets its own.
   """
   name = 'dis'
   needs_multiple_of_64 = False
@@ -61,7 +63,12 @@ class DISFlow:
     if preset not in DIS_PRESETS:
       raise ValueError(f'flow.dis_preset={preset!r}; expected one of {sorted(DIS_PRESETS)}')
     self.preset = preset
-    self._dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    self._local = threading.local()
+
+  def _dis(self) -> cv2.DISOpticalFlow:
+    if not hasattr(self._local, 'dis'):
+      self._local.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
+    return self._local.dis
 
   def __call__(self, first: ArrayLike, second: ArrayLike) -> np.ndarray:
     first, second = np.asarray(first), np.asarray(second)
@@ -69,8 +76,9 @@ class DISFlow:
       raise ValueError(f'DISFlow: expected two (N, H, W, 3) frame batches of one shape, got '
                        f'{first.shape} and {second.shape}')
     out = np.empty(first.shape[:3] + (2,), np.float32)
+    dis = self._dis()
     for i in range(first.shape[0]):
-      out[i] = self._dis.calc(_to_gray_uint8(first[i]), _to_gray_uint8(second[i]), None)
+      out[i] = dis.calc(_to_gray_uint8(first[i]), _to_gray_uint8(second[i]), None)
     return out
 
 

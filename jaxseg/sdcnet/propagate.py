@@ -317,7 +317,7 @@ def run_propagation(config: ml_collections.ConfigDict, workdir: str, *,
   summary = {'output': output, 'process': [index, count], 'anchors': len(anchors),
              'chains': len(chains), 'skipped_chains': len(chains) - len(pending),
              'missing_chains': len(missing), 'copied': copied, 'written': 0}
-  logging.info('propagation %d/%d: %d anchors, %d chains (%d finished)', index, count,
+  logging.info('propagation %d/%d: %d anchors, %d chains (%d finished)', index + 1, count,
                len(anchors), len(chains), summary['skipped_chains'])
   if not pending:
     return summary

@@ -239,7 +239,8 @@ def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
   params, buffers = put(bundle.params), put(bundle.buffers)
   flownet_state = put(bundle.flownet_state()) if source == 'flownet2' else None
   opt_state = put(tx.init(params))
-  ckpt = ckpt_lib.CheckpointManager(os.path.join(workdir, 'checkpoints'), keep=config.checkpoint.keep,
+  ckpt = ckpt_lib.CheckpointManager(os.path.join(workdir, 'checkpoints'),
+                                    keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
   start = ckpt.latest_step() or 0
   if start:

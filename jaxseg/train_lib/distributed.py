@@ -46,7 +46,7 @@ def maybe_initialize() -> None:
     jax.distributed.initialize()  # reads SLURM_* (coordinator = first node of the job)
   else:
     return
-  if jax.process_index() != 0:
-    logging.set_verbosity(logging.ERROR)  # one log per job, from process 0
   logging.warning("process %d/%d: %d local / %d global devices", jax.process_index(),
                   jax.process_count(), jax.local_device_count(), jax.device_count())
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.ERROR)  # one log per job, from process 0

@@ -32,10 +32,14 @@ class InitReport:
   reinitialised: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # key, checkpoint, model
   missing: list[str]  # model variables the checkpoint lacks (kept at initialisation)
   unexpected: list[str]  # checkpoint variables the model has no place for (ignored)
+  trunk_only: bool = False  # an ImageNet trunk converted with --trunk_only
 
   def summary(self) -> str:
     lines = [f"init_from {self.path} (model '{self.source_model}'): loaded "
              f"{len(self.loaded)} variables"]
+    if self.trunk_only:
+      lines.append("  an ImageNet trunk conversion: its head holds the converter's random "
+                   "initialisation")
     if self.reinitialised:
       shown = ", ".join(f"{k} (checkpoint {g}, model {w})" for k, g, w in
                         self.reinitialised[:_SHOWN])
@@ -96,17 +100,18 @@ def restore_forgiving(path: str, model_vars: dict[str, dict[str, jax.Array]],
           unexpected.append(f"{group}/{key}")
     missing += [f"{group}/{k}" for k in want if k not in have]
   report = InitReport(str(step_dir), str(meta.get("model", "?")), loaded, reinit, missing,
-                      unexpected)
+                      unexpected, trunk_only=bool(meta.get("trunk_only", False)))
   if not loaded:
     raise ValueError(f"config.init_from={path}: no variable of {step_dir} fits this model "
                      f"(checkpoint model '{report.source_model}'); e.g. missing "
                      f"{missing[:3]}, unused {unexpected[:3]}")
   restored = ocp.StandardCheckpointer().restore(step_dir / checkpoint_lib.MODEL, target)
+  taken = set(loaded)
   out = {}
   for group in _GROUPS:
     out[group] = dict(model_vars[group])
     for key in model_vars[group]:
-      if f"{group}/{key}" in set(loaded):
+      if f"{group}/{key}" in taken:
         out[group][key] = restored[group][key]
   if jax.process_index() == 0:
     logging.warning("%s", report.summary())

@@ -1,7 +1,8 @@
 """Whole-image, sliding-window, pooling and multi-scale + flip inference (the original eval.py).
 
 The original `inference_sliding` does, for every scale s of an image (H, W):
-  1. resize the uint8 image to (int(H*s), int(W*s)) with PIL bilinear (8-bit result);
+  1. resize the uint8 image to (int(H*s), int(W*s)) with PIL bilinear (reproduced exactly by
+     pil_resize.py);
   2. optionally add its horizontal mirror as a second variant;
   3. cut square tiles of side int(crop_size * max(s, 1)) with stride
      ceil(tile * (1 - overlap)); the last tile of a row/column is aligned to the image border,
@@ -38,6 +39,7 @@ from jax.sharding import Mesh
 
 from jaxseg.train_lib import mesh as mesh_lib
 from jaxseg.train_lib import metrics as metrics_lib
+from jaxseg.train_lib import pil_resize
 from jaxseg.train_lib import train_step as step_lib
 
 MODES = ("whole", "sliding", "pooling")
@@ -181,16 +183,10 @@ def original_tile_count(boxes: Sequence[tuple[int, int, int, int]], height: int,
 
 
 def resize_image(images: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """uint8-valued (N, H, W, 3) -> float32 (N, h, w, 3) rounded to uint8 levels.
-
-  PIL's 8-bit bilinear resize (what the original uses): a triangle filter widened by the
-  factor when shrinking (antialiased), and an 8-bit result.
-  """
-  x = images.astype(jnp.float32)
-  if tuple(x.shape[1:3]) == tuple(size):
-    return x
-  x = jax.image.resize(x, (x.shape[0], *size, x.shape[3]), "linear", antialias=True)
-  return jnp.clip(jnp.round(x), 0.0, 255.0)
+  """uint8-valued (N, H, W, 3) -> float32 (N, h, w, 3): PIL's 8-bit bilinear resize, exactly."""
+  if tuple(images.shape[1:3]) == tuple(size):
+    return images.astype(jnp.float32)
+  return pil_resize.pil_bilinear_resize(images, size).astype(jnp.float32)
 
 
 def resize_logits(x: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -236,6 +232,9 @@ class Segmenter:
     # eval step (same program, so `--mode eval` reproduces the in-training numbers exactly).
     self._direct = jax.jit(self._direct_impl, out_shardings=bat)
     self._direct_counts = jax.jit(self._direct_counts_impl, out_shardings=(rep, bat))
+    # Image groups: each device's rows j..j+g (a local slice of the batch sharding).
+    self._take = jax.jit(self._take_impl, static_argnums=(1, 2, 3), out_shardings=bat)
+    self._merge = jax.jit(self._merge_impl, static_argnums=(1,), out_shardings=bat)
 
   # ---------------------------------------------------------------- jitted pieces --
   def _prepare_impl(self, images: jax.Array, size: tuple[int, int]) -> jax.Array:
@@ -272,6 +271,17 @@ class Segmenter:
       mean = jnp.concatenate([mean[:, :1], mean[:, 1:, :, ::-1]], axis=1)
     return total + resize_logits(mean, out_hw).sum(axis=1)
 
+  @staticmethod
+  def _take_impl(images: jax.Array, data: int, start: int, size: int) -> jax.Array:
+    rows = images.reshape(data, images.shape[0] // data, *images.shape[1:])
+    return rows[:, start:start + size].reshape(data * size, *images.shape[1:])
+
+  @staticmethod
+  def _merge_impl(parts: list[jax.Array], data: int) -> jax.Array:
+    grouped = [p.reshape(data, p.shape[0] // data, *p.shape[1:]) for p in parts]
+    merged = jnp.concatenate(grouped, axis=1)
+    return merged.reshape(-1, *merged.shape[2:])
+
   def _direct_impl(self, model_vars, images: jax.Array) -> jax.Array:
     return self.apply_fn(model_vars, step_lib.normalize_images(images, self.dtype))
 
@@ -303,11 +313,34 @@ class Segmenter:
     return (len(plans) == 1 and plans[0].scale == 1.0 and not self.settings.flip and
             plans[0].boxes == ((0, height, 0, width),))
 
+  def group_size(self, height: int, width: int, per_device: int) -> int:
+    """Images per device segmented together: as many as the crop budget allows (>= 1)."""
+    largest = max(p.crop_hw[0] * p.crop_hw[1]
+                  for p in self.plans(height, width, mesh_lib.data_parallel_size(self.mesh)))
+    group = max(1, min(per_device, int(self.settings.crop_budget_mpix * 2**20 // largest)))
+    while per_device % group:
+      group -= 1
+    return group
+
   def logits(self, model_vars: Any, images: jax.Array) -> jax.Array:
-    """(N, H, W, 3) uint8 -> (N, H, W, K) float32 logits averaged over tiles, flips, scales."""
+    """(N, H, W, 3) uint8 -> (N, H, W, K) float32 logits averaged over tiles, flips, scales.
+
+    When one crop of each of a device's images would pass the crop budget, the images go
+    through in groups (canvases and model calls of one group at a time).
+    """
     n, h, w = images.shape[:3]
     if self.is_direct(h, w, n):
       return self._direct(model_vars, images)
+    data = mesh_lib.data_parallel_size(self.mesh)
+    group = self.group_size(h, w, n // data)
+    if group == n // data:
+      return self._tiled_logits(model_vars, images)
+    parts = [self._tiled_logits(model_vars, self._take(images, data, start, group))
+             for start in range(0, n // data, group)]
+    return self._merge(parts, data)
+
+  def _tiled_logits(self, model_vars: Any, images: jax.Array) -> jax.Array:
+    n, h, w = images.shape[:3]
     plans = self.plans(h, w, n)
     variants = self.settings.num_variants
     total = self._zeros((n, h, w, self.num_classes))()

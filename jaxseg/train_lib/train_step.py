@@ -147,9 +147,11 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
 
       grads, (loss, aux, new_stats) = jax.grad(objective, has_aux=True)(state.params)
       grads = jax.tree.map(lambda g: g / scale, grads)
-      finite = precision_lib.all_finite(grads) & jnp.isfinite(loss)
       updates, new_opt_state = tx.update(grads, state.opt_state, state.params, step=state.step)
       new_params = optax.apply_updates(state.params, updates)
+      # Finite gradients can still overflow the parameters (a huge learning rate).
+      finite = (precision_lib.all_finite(grads) & jnp.isfinite(loss) &
+                precision_lib.all_finite(new_params))
       # A non-finite step is never applied: parameters, statistics and momentum stay as they
       # were. fp16 expects these (loss-scale overflow); otherwise the trainer stops on them,
       # and no NaN ever reaches the state or a checkpoint.

@@ -267,13 +267,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           (eval_every_epochs > 0 and epoch_end and (epoch + 1) % eval_every_epochs == 0)):
         last_eval = run_eval(config, fns, state.model_vars(), mesh, info, step, workdir, writer)
         eval_metrics = {"miou": last_eval["miou"]}
-      stop_here = preemption.should_stop(step) or step == config.train.stop_at_step
+      preempted = preemption.should_stop(step)
+      stop_here = preempted or step == config.train.stop_at_step
       if (_every(step, config.train.checkpoint_every) or step == total_steps or stop_here or
           eval_metrics is not None):
         save(step, eval_metrics, force=stop_here)
       if stop_here:
         logging.warning("stopping at step %d (%s); the checkpoint is saved", step,
-                        "SIGTERM" if preemption.requested else "train.stop_at_step")
+                        "SIGTERM" if preempted else "train.stop_at_step")
         break
   finally:
     bar.close()
