@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxseg.convert import torch_layout
 from jaxseg.models import create_model, list_models
-from jaxseg.models import layers
+from jaxseg.models import conv_algorithms, layers
 
 TINY = 0.125
 ALL = ["DeepWV3Plus", "DeepSRNX50V3PlusD_m1", "DeepSRNX101V3PlusD_m1", "DeepR50V3PlusD_m1",
@@ -237,14 +237,18 @@ def test_maxpool_and_conv_match_torch():
     ((9, 6, 1024, 4, 3, 1, 4, 4, 1), "gemm_taps"),
     ((4, 5, 1024, 4, 3, 1, 24, 24, 1), "gemm_taps"),  # off-centre taps only see padding
     ((8, 11, 32, 32, 3, 1, 2, 2, 8), "grouped_direct"),
+    ((8, 11, 64, 128, 3, 1, 3, 3, 4), "grouped_gemm"),
     ((8, 11, 64, 64, 3, 2, 1, 1, 8), "xla"),
+    ((9, 12, 256, 8, 3, 2, 1, 1, 1), "gemm_taps_strided"),
+    ((9, 12, 256, 8, 3, 2, 2, 2, 1), "gemm_taps_strided"),
     ((8, 11, 8, 16, 3, 1, 1, 1, 1), "xla"),
 ])
 def test_cpu_conv_algorithms_match_lax_conv(case):
   (h, w, cin, cout, k, s, p, d, g), algo = case
-  assert layers.conv_algorithm("auto", (k, k, cin // g, cout), (s, s), (p, p), g, "cpu") == algo
-  assert layers.conv_algorithm("xla", (k, k, cin // g, cout), (s, s), (p, p), g, "cpu") == "xla"
-  assert layers.conv_algorithm("auto", (k, k, cin // g, cout), (s, s), (p, p), g, "gpu") == "xla"
+  shape = (k, k, cin // g, cout)
+  assert conv_algorithms.conv_algorithm("auto", shape, (s, s), (p, p), g, "cpu") == algo
+  assert conv_algorithms.conv_algorithm("xla", shape, (s, s), (p, p), g, "cpu") == "xla"
+  assert conv_algorithms.conv_algorithm("auto", shape, (s, s), (p, p), g, "gpu") == "xla"
   x = jnp.asarray(np.random.default_rng(8).standard_normal((2, h, w, cin)), jnp.float32)
   kw = dict(stride=s, padding=p, dilation=d, groups=g)
   auto = layers.Conv2d(cin, cout, k, rngs=nnx.Rngs(0), **kw)

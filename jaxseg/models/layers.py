@@ -17,9 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxseg.models.conv_algorithms import (CONV_IMPLS, conv1x1_gemm, conv_algorithm,
+                                           conv_grouped_direct, conv_grouped_gemm,
+                                           conv_strided_tap_gemms, conv_tap_gemms)
+
 Dtype = Any
 Precision = jax.lax.PrecisionLike
-
 
 
 def he_normal(mode: str = "fan_in"):
@@ -75,7 +78,7 @@ class Conv2d(nnx.Module):
   Padding is the torch symmetric zero padding `padding` on each side, so output
   sizes equal torch's for every stride/dilation. `impl`: 'xla' always uses
   lax.conv_general_dilated; 'auto' does the same except on the CPU backend, where
-  some shapes run as GEMMs (see `conv_algorithm`).
+  some shapes run as GEMMs (see jaxseg/models/conv_algorithms.py).
   """
 
   def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
@@ -105,11 +108,16 @@ class Conv2d(nnx.Module):
     kernel = self.kernel[...].astype(self.dtype)
     algo = conv_algorithm(self.impl, kernel.shape, self.stride, self.padding, self.groups)
     if algo == "gemm_1x1":
-      y = _conv1x1_gemm(x, kernel, self.stride, self.precision)
+      y = conv1x1_gemm(x, kernel, self.stride, self.precision)
     elif algo == "gemm_taps":
-      y = _conv_tap_gemms(x, kernel, self.padding, self.dilation, self.precision)
+      y = conv_tap_gemms(x, kernel, self.padding, self.dilation, self.precision)
+    elif algo == "gemm_taps_strided":
+      y = conv_strided_tap_gemms(x, kernel, self.stride, self.padding, self.dilation,
+                                 self.precision)
     elif algo == "grouped_direct":
-      y = _conv_grouped_direct(x, kernel, self.padding, self.dilation, self.groups)
+      y = conv_grouped_direct(x, kernel, self.padding, self.dilation, self.groups)
+    elif algo == "grouped_gemm":
+      y = conv_grouped_gemm(x, kernel, self.padding, self.dilation, self.groups, self.precision)
     else:
       ph, pw = self.padding
       y = jax.lax.conv_general_dilated(
@@ -119,102 +127,6 @@ class Conv2d(nnx.Module):
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y
-
-
-# --------------------------------------------------------------------------------------------
-# Convolution algorithms. XLA:CPU's convolution is slow for wide inputs (1x1 convs, 3x3 convs
-# with >= 1024 input channels, e.g. layer4 / ASPP / mod6-7) and for ResNeXt's narrow grouped
-# convs, where GEMMs or a fused direct loop are 2-5x faster. Same arithmetic, other order.
-
-CONV_IMPLS = ("auto", "xla")
-_GEMM_TAPS_MIN_CHANNELS = 1024
-_GROUPED_DIRECT_MAX_WIDTH = 8
-
-
-def conv_algorithm(impl: str, kernel_shape: Sequence[int], stride: Sequence[int],
-                   padding: Sequence[int], groups: int, backend: str | None = None) -> str:
-  """Which convolution code path Conv2d uses: 'xla', 'gemm_1x1', 'gemm_taps', 'grouped_direct'."""
-  backend = jax.default_backend() if backend is None else backend
-  if impl == "xla" or backend != "cpu":
-    return "xla"
-  kh, kw, cin_g, cout = kernel_shape
-  unit_stride = tuple(stride) == (1, 1)
-  if groups == 1 and (kh, kw) == (1, 1) and tuple(padding) == (0, 0):
-    return "gemm_1x1"
-  if groups == 1 and unit_stride and cin_g >= _GEMM_TAPS_MIN_CHANNELS:
-    return "gemm_taps"
-  if (groups > 1 and unit_stride and cin_g <= _GROUPED_DIRECT_MAX_WIDTH
-      and cout // groups <= _GROUPED_DIRECT_MAX_WIDTH):
-    return "grouped_direct"
-  return "xla"
-
-
-def _conv_taps(size: tuple[int, int], ksize: tuple[int, int], padding: Sequence[int],
-               dilation: Sequence[int]):
-  """Output size and the kernel taps that touch the input (others only see zero padding).
-
-  Each tap is (i, j, rows, cols): output rows [r0, r1) read input rows [r0+dy, r1+dy).
-  """
-  out, ranges = [], []
-  for n, k, p, d in zip(size, ksize, padding, dilation):
-    o = n + 2 * p - d * (k - 1)
-    spans = {}
-    for i in range(k):
-      off = i * d - p
-      lo, hi = max(0, -off), min(o, n - off)
-      if lo < hi:
-        spans[i] = (lo, hi, off)
-    out.append(o)
-    ranges.append(spans)
-  taps = [(i, j, ranges[0][i], ranges[1][j]) for i in ranges[0] for j in ranges[1]]
-  return tuple(out), taps
-
-
-def _shift(z: jax.Array, out_hw: tuple[int, int], rows, cols) -> jax.Array:
-  """Places z[:, r0+dy:r1+dy, c0+dx:c1+dx] at output [r0:r1, c0:c1] (zeros elsewhere)."""
-  (r0, r1, dy), (c0, c1, dx) = rows, cols
-  part = z[:, r0 + dy:r1 + dy, c0 + dx:c1 + dx]
-  pads = [(0, 0), (r0, out_hw[0] - r1), (c0, out_hw[1] - c1)] + [(0, 0)] * (z.ndim - 3)
-  return jnp.pad(part, pads)
-
-
-def _conv1x1_gemm(x: jax.Array, kernel: jax.Array, stride: Sequence[int], precision) -> jax.Array:
-  if tuple(stride) != (1, 1):
-    x = x[:, ::stride[0], ::stride[1]]
-  n, h, w, cin = x.shape
-  y = jnp.dot(x.reshape(-1, cin), kernel[0, 0], precision=precision)
-  return y.reshape(n, h, w, kernel.shape[-1])
-
-
-def _conv_tap_gemms(x: jax.Array, kernel: jax.Array, padding, dilation, precision) -> jax.Array:
-  """Stride-1 conv as one GEMM per tap on the whole input, outputs shifted and summed."""
-  n, h, w, cin = x.shape
-  out_hw, taps = _conv_taps((h, w), kernel.shape[:2], padding, dilation)
-  x2 = x.reshape(-1, cin)
-  y = None
-  for i, j, rows, cols in taps:
-    z = jnp.dot(x2, kernel[i, j], precision=precision).reshape(n, h, w, -1)
-    part = _shift(z, out_hw, rows, cols)
-    y = part if y is None else y + part
-  return y
-
-
-def _conv_grouped_direct(x: jax.Array, kernel: jax.Array, padding, dilation,
-                         groups: int) -> jax.Array:
-  """Stride-1 grouped conv with few channels per group as fused multiply-adds."""
-  n, h, w, _ = x.shape
-  kh, kw, cg, cout = kernel.shape
-  og = cout // groups
-  (ho, wo), taps = _conv_taps((h, w), (kh, kw), padding, dilation)
-  k5 = kernel.reshape(kh, kw, cg, groups, og)
-  xg = x.reshape(n, h, w, groups, cg)
-  y = None
-  for i, j, rows, cols in taps:
-    xs = _shift(xg, (ho, wo), rows, cols)
-    for c in range(cg):
-      term = xs[..., c, None] * k5[i, j, c]
-      y = term if y is None else y + term
-  return y.reshape(n, ho, wo, cout)
 
 
 class BatchNorm(nnx.Module):

@@ -11,12 +11,14 @@ TensorBoard, eval reports and predictions, and the others log errors only.
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 import jax
 from absl import logging
 
 _ENV = ("JAXSEG_COORDINATOR", "JAXSEG_NUM_PROCESSES", "JAXSEG_PROCESS_ID")
+_BARRIER_IDS = itertools.count()
 
 
 def _slurm_tasks() -> int:
@@ -50,3 +52,20 @@ def maybe_initialize() -> None:
                   jax.process_count(), jax.local_device_count(), jax.device_count())
   if jax.process_index() != 0:
     logging.set_verbosity(logging.ERROR)  # one log per job, from process 0
+
+
+def barrier(name: str, timeout_s: float = 3600.0) -> None:
+  """Waits until every process reaches `name`, through the coordination service (no device
+  collectives); a no-op in single-process runs.
+
+  Call it before the first collective of a newly compiled program: a new communicator waits
+  only 30 s for its peers on CPU (gloo), so a process still compiling (or starved of CPU)
+  would fail the others; once the communicator exists, collectives wait as long as needed.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client  # what orbax's own barriers use
+  if client is None:
+    return
+  client.wait_at_barrier(f"jaxseg_{name}_{next(_BARRIER_IDS)}", int(timeout_s * 1000))
