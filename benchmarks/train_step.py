@@ -162,7 +162,7 @@ def main(argv: list[str]) -> None:
   if jax.process_index() != 0:
     return
   mfu = f", MFU {100 * result['mfu']:.1f}%" if result["mfu"] is not None else ""
-  flops = (f"{result['flops_per_step'] / 1e12:.3f} TFLOP/step" if result["flops_per_step"]
+  flops = (f"{result['flops_per_step'] / 1e9:.2f} GFLOP/step" if result["flops_per_step"]
            else "FLOPs n/a")
   mem = (f"{result['peak_memory_gib']:.2f} GiB peak" if result["peak_memory_gib"] is not None
          else "memory n/a")

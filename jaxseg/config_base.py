@@ -83,7 +83,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss_scale.min_scale = 1.0
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 8
+  c.eval.batch_size = 8  # per process (each host evaluates its own slice of the split)
   c.eval.max_batches = 0  # 0 = the whole split
   c.eval.write_predictions = True
   c.eval.num_prediction_images = 8

@@ -27,7 +27,8 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "convert
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "eval/predict: a checkpoint step dir or workdir (default: --workdir).")
 _STEP = flags.DEFINE_integer("step", None, "eval/predict: checkpoint step (default: latest).")
-_INPUT = flags.DEFINE_string("input", None, "predict: an image file, a folder of images (recursive) or a video file.")
+_INPUT = flags.DEFINE_string(
+    "input", None, "predict: an image file, a folder of images (recursive) or a video file.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: output folder (default WORKDIR/predict).")
 _SRC = flags.DEFINE_string("src", None, "convert: the PyTorch .pth file.")
 _MODEL = flags.DEFINE_string("model", None, "convert: registry model name.")

@@ -300,7 +300,7 @@ def run_eval(config, fns, model_vars, mesh, info, step, workdir, writer) -> dict
       max_batches=config.eval.max_batches or None, progress=config.progress_bar)
   if jax.process_index() == 0:
     table = evaluate_lib.write_eval_report(workdir / "eval", step, summary, confusion,
-                                           info.class_names)
+                                           info.class_names, colors=info.colors)
     logging.info("eval at step %d:\n%s", step, table)
     print(f"\n[eval step {step}] mIoU {100 * summary['miou']:.2f}\n{table}", flush=True)
     if writer:
