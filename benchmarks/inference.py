@@ -5,7 +5,8 @@
 
 Each (model, size, batch, dtype) is compiled once, run `--warmup` times, then timed
 over `--iters` runs (each blocked until ready). Reports img/s, latency statistics,
-compile time and peak memory: the device's `memory_stats()['peak_bytes_in_use']`
+compile time, process CPU seconds per iteration (a load-independent cost measure
+on a shared machine) and peak memory: the device's `memory_stats()['peak_bytes_in_use']`
 where the backend provides it, else the process peak RSS (ru_maxrss; CPU: includes
 the parameters and everything allocated before). Weights are random (throughput
 does not depend on them).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -44,6 +46,12 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
   return sizes
 
 
+def _cpu_seconds() -> float:
+  """User + system CPU time of this process (all threads)."""
+  t = os.times()
+  return t.user + t.system
+
+
 def _peak_memory_bytes() -> tuple[int, str]:
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
@@ -65,17 +73,19 @@ def bench_one(name: str, hw: tuple[int, int], batch: int, dtype_name: str, *, wa
   compile_s = time.perf_counter() - t0
   for _ in range(warmup):
     forward(state, x).block_until_ready()
-  times = []
+  times, cpu_times = [], []
   for _ in range(iters):
-    t0 = time.perf_counter()
+    c0, t0 = _cpu_seconds(), time.perf_counter()
     forward(state, x).block_until_ready()
     times.append(time.perf_counter() - t0)
+    cpu_times.append(_cpu_seconds() - c0)
   peak, peak_kind = _peak_memory_bytes()
   mean = statistics.fmean(times)
   return dict(model=name, height=hw[0], width=hw[1], batch=batch, dtype=dtype_name,
               iters=iters, warmup=warmup, compile_s=compile_s, latency_mean_s=mean,
               latency_median_s=statistics.median(times), latency_min_s=min(times),
-              latency_max_s=max(times), img_per_s=batch / mean, peak_memory_bytes=peak,
+              latency_max_s=max(times), img_per_s=batch / mean,
+              cpu_s_per_iter=statistics.fmean(cpu_times), peak_memory_bytes=peak,
               peak_memory_kind=peak_kind)
 
 
@@ -120,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
           results.append(r)
           print(f"{name:24s} {hw[0]}x{hw[1]} b{batch} {dtype_name:8s} "
                 f"latency {r['latency_mean_s']:.3f}s (median {r['latency_median_s']:.3f}s) "
-                f"{r['img_per_s']:.3f} img/s  compile {r['compile_s']:.1f}s  "
+                f"{r['img_per_s']:.3f} img/s  cpu {r['cpu_s_per_iter']:.1f}s/iter  "
+                f"compile {r['compile_s']:.1f}s  "
                 f"peak {r['peak_memory_bytes'] / 2**30:.2f} GiB ({r['peak_memory_kind']})",
                 flush=True)
           if args.out:  # rewrite after each result so a long run leaves partial numbers

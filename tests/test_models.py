@@ -236,6 +236,11 @@ def test_maxpool_and_conv_match_torch():
     ((9, 7, 16, 8, 1, 2, 0, 1, 1), "gemm_1x1"),
     ((9, 6, 1024, 4, 3, 1, 4, 4, 1), "gemm_taps"),
     ((4, 5, 1024, 4, 3, 1, 24, 24, 1), "gemm_taps"),  # off-centre taps only see padding
+    ((9, 7, 256, 256, 3, 1, 1, 1, 1), "winograd"),
+    ((8, 8, 256, 256, 3, 1, 1, 1, 1), "winograd"),
+    ((11, 6, 256, 256, 3, 1, 2, 2, 1), "winograd"),
+    ((13, 10, 256, 256, 3, 1, 4, 4, 1), "winograd"),
+    ((1, 1, 256, 256, 3, 1, 4, 4, 1), "winograd"),
     ((8, 11, 32, 32, 3, 1, 2, 2, 8), "grouped_direct"),
     ((8, 11, 64, 128, 3, 1, 3, 3, 4), "grouped_gemm"),
     ((8, 11, 64, 64, 3, 2, 1, 1, 8), "xla"),
@@ -245,10 +250,10 @@ def test_maxpool_and_conv_match_torch():
 ])
 def test_cpu_conv_algorithms_match_lax_conv(case):
   (h, w, cin, cout, k, s, p, d, g), algo = case
-  shape = (k, k, cin // g, cout)
-  assert conv_algorithms.conv_algorithm("auto", shape, (s, s), (p, p), g, "cpu") == algo
-  assert conv_algorithms.conv_algorithm("xla", shape, (s, s), (p, p), g, "cpu") == "xla"
-  assert conv_algorithms.conv_algorithm("auto", shape, (s, s), (p, p), g, "gpu") == "xla"
+  args = ((2, h, w, cin), (k, k, cin // g, cout), (s, s), (p, p), (d, d), g)
+  assert conv_algorithms.conv_algorithm("auto", *args, backend="cpu") == algo
+  assert conv_algorithms.conv_algorithm("xla", *args, backend="cpu") == "xla"
+  assert conv_algorithms.conv_algorithm("auto", *args, backend="gpu") == "xla"
   x = jnp.asarray(np.random.default_rng(8).standard_normal((2, h, w, cin)), jnp.float32)
   kw = dict(stride=s, padding=p, dilation=d, groups=g)
   auto = layers.Conv2d(cin, cout, k, rngs=nnx.Rngs(0), **kw)

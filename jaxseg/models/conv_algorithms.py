@@ -2,12 +2,15 @@
 
 XLA:CPU's convolution is slow for wide inputs (1x1 convs, 3x3 convs with >= 1024 input
 channels, e.g. layer4 / ASPP / mod6-7, strided 3x3 convs with >= 256 channels) and for
-ResNeXt's grouped convs, where GEMMs or a fused direct loop are 1.5-5x faster. The
-results equal lax.conv_general_dilated up to float summation order; on other backends
-Conv2d always uses lax.conv (see `conv_algorithm`).
+ResNeXt's grouped convs, where GEMMs or a fused direct loop are 1.5-5x faster; wide
+3x3 convs (dilation <= 4 via space-to-batch) run as Winograd F(2x2, 3x3), 2.25x fewer
+multiplications, 1.2-1.8x faster. The results equal lax.conv_general_dilated up to
+float rounding (Winograd: ~2e-7 relative, like a change of summation order); on other
+backends Conv2d always uses lax.conv (see `conv_algorithm`).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -17,14 +20,19 @@ CONV_IMPLS = ("auto", "xla")
 _GEMM_TAPS_MIN_CHANNELS = 1024
 _STRIDED_TAPS_MIN_CHANNELS = 256
 _GROUPED_DIRECT_MAX_WIDTH = 8
+_WINOGRAD_MIN_CHANNELS = 256
+_WINOGRAD_MAX_DILATION = 4
+_WINOGRAD_MAX_BYTES = 1 << 30  # transformed input (~4x the input); beyond: other paths
 
 
-def conv_algorithm(impl: str, kernel_shape: Sequence[int], stride: Sequence[int],
-                   padding: Sequence[int], groups: int, backend: str | None = None) -> str:
-  """Conv2d's code path for a HWIO kernel shape.
+def conv_algorithm(impl: str, x_shape: Sequence[int], kernel_shape: Sequence[int],
+                   stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+                   groups: int, itemsize: int = 4, backend: str | None = None) -> str:
+  """Conv2d's code path for an NHWC input shape and a HWIO kernel shape.
 
-  One of 'xla', 'gemm_1x1', 'gemm_taps', 'gemm_taps_strided', 'grouped_direct',
-  'grouped_gemm'; the thresholds come from 2-core CPU timings against lax.conv.
+  One of 'xla', 'gemm_1x1', 'winograd', 'gemm_taps', 'gemm_taps_strided',
+  'grouped_direct', 'grouped_gemm'; the thresholds come from 2-core CPU timings
+  against lax.conv.
   """
   backend = jax.default_backend() if backend is None else backend
   if impl == "xla" or backend != "cpu":
@@ -33,6 +41,11 @@ def conv_algorithm(impl: str, kernel_shape: Sequence[int], stride: Sequence[int]
   unit_stride = tuple(stride) == (1, 1)
   if groups == 1 and (kh, kw) == (1, 1) and tuple(padding) == (0, 0):
     return "gemm_1x1"
+  if (groups == 1 and unit_stride and (kh, kw) == (3, 3) and tuple(padding) == tuple(dilation)
+      and dilation[0] == dilation[1] <= _WINOGRAD_MAX_DILATION
+      and min(cin_g, cout) >= _WINOGRAD_MIN_CHANNELS
+      and 4 * math.prod(x_shape) * itemsize * dilation[0] ** 2 <= _WINOGRAD_MAX_BYTES):
+    return "winograd"
   if groups == 1 and unit_stride and cin_g >= _GEMM_TAPS_MIN_CHANNELS:
     return "gemm_taps"
   if groups == 1 and not unit_stride and cin_g >= _STRIDED_TAPS_MIN_CHANNELS:
@@ -148,3 +161,56 @@ def conv_grouped_direct(x: jax.Array, kernel: jax.Array, padding, dilation,
       term = xs[..., c, None] * k5[i, j, c]
       y = term if y is None else y + term
   return y.reshape(n, ho, wo, cout)
+
+
+def _space_to_batch(x: jax.Array, d: int) -> jax.Array:
+  """(n, h, w, c) -> (d*d*n, ceil(h/d), ceil(w/d), c): the d x d phases of a dilated conv."""
+  n, h, w, c = x.shape
+  hp, wp = -(-h // d) * d, -(-w // d) * d
+  x = jnp.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+  x = x.reshape(n, hp // d, d, wp // d, d, c).transpose(2, 4, 0, 1, 3, 5)
+  return x.reshape(d * d * n, hp // d, wp // d, c)
+
+
+def _batch_to_space(y: jax.Array, d: int, n: int, h: int, w: int) -> jax.Array:
+  _, hq, wq, c = y.shape
+  y = y.reshape(d, d, n, hq, wq, c).transpose(2, 3, 0, 4, 1, 5).reshape(n, hq * d, wq * d, c)
+  return y[:, :h, :w]
+
+
+def _winograd_bt(r):
+  """B^T of F(2x2, 3x3) applied along a length-4 list."""
+  return [r[0] - r[2], r[1] + r[2], r[2] - r[1], r[1] - r[3]]
+
+
+def _winograd_at(r):
+  """A^T of F(2x2, 3x3) applied along a length-4 list."""
+  return [r[0] + r[1] + r[2], r[1] - r[2] - r[3]]
+
+
+def conv_winograd(x: jax.Array, kernel: jax.Array, dilation: int, precision) -> jax.Array:
+  """3x3 'same' conv (padding = dilation, stride 1) as Winograd F(2x2, 3x3).
+
+  Dilation d is handled exactly by space-to-batch: each of the d*d phase images is
+  an undilated conv with padding 1 (zeros past the border stay zeros).
+  """
+  n, h, w, cin = x.shape
+  cout = kernel.shape[-1]
+  if dilation > 1:
+    y = conv_winograd(_space_to_batch(x, dilation), kernel, 1, precision)
+    return _batch_to_space(y, dilation, n, h, w)
+  th, tw = -(-h // 2), -(-w // 2)
+  xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
+  tiles = [[xp[:, a:a + 2 * th:2, b:b + 2 * tw:2] for b in range(4)] for a in range(4)]
+  cols = [_winograd_bt([tiles[a][b] for a in range(4)]) for b in range(4)]
+  v = [_winograd_bt([cols[b][i] for b in range(4)]) for i in range(4)]
+  v = jnp.stack([v[i][j] for i in range(4) for j in range(4)], 0).reshape(16, -1, cin)
+  g = jnp.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], jnp.float32)
+  u = jnp.einsum("ai,ijco,bj->abco", g, kernel.astype(jnp.float32), g,
+                 precision=jax.lax.Precision.HIGHEST).astype(x.dtype).reshape(16, cin, cout)
+  m = jax.lax.dot_general(v, u, (((2,), (1,)), ((0,), (0,))), precision=precision)
+  m = m.reshape(4, 4, n, th, tw, cout)
+  rows = [_winograd_at([m[i, j] for i in range(4)]) for j in range(4)]
+  out = [[_winograd_at([rows[j][p] for j in range(4)])[q] for q in range(2)] for p in range(2)]
+  y = jnp.stack([jnp.stack(out[p], axis=3) for p in range(2)], axis=2)  # (n, th, 2, tw, 2, c)
+  return y.reshape(n, 2 * th, 2 * tw, cout)[:, :h, :w]

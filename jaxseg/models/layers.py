@@ -19,7 +19,8 @@ from flax import nnx
 
 from jaxseg.models.conv_algorithms import (CONV_IMPLS, conv1x1_gemm, conv_algorithm,
                                            conv_grouped_direct, conv_grouped_gemm,
-                                           conv_strided_tap_gemms, conv_tap_gemms)
+                                           conv_strided_tap_gemms, conv_tap_gemms,
+                                           conv_winograd)
 
 Dtype = Any
 Precision = jax.lax.PrecisionLike
@@ -106,9 +107,12 @@ class Conv2d(nnx.Module):
     del train, rngs
     x = x.astype(self.dtype)
     kernel = self.kernel[...].astype(self.dtype)
-    algo = conv_algorithm(self.impl, kernel.shape, self.stride, self.padding, self.groups)
+    algo = conv_algorithm(self.impl, x.shape, kernel.shape, self.stride, self.padding,
+                          self.dilation, self.groups, itemsize=x.dtype.itemsize)
     if algo == "gemm_1x1":
       y = conv1x1_gemm(x, kernel, self.stride, self.precision)
+    elif algo == "winograd":
+      y = conv_winograd(x, kernel, self.dilation[0], self.precision)
     elif algo == "gemm_taps":
       y = conv_tap_gemms(x, kernel, self.padding, self.dilation, self.precision)
     elif algo == "gemm_taps_strided":
