@@ -271,6 +271,34 @@ def test_published_checkpoint_parity(reference_dir, tmp_path):
   assert rel_l2 <= 5e-4, rel_l2  # README bounds for DeepR50V3PlusD_m1.
   assert np.abs(got - want).max() / want.std() <= 2.8e-3
   assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.998
+  _predict_real_cityscapes_image(report.out_path, name, tmp_path)
+
+
+def _predict_real_cityscapes_image(checkpoint, name, tmp_path):
+  """--mode predict plumbing on a real Cityscapes frame with the converted checkpoint."""
+  import cv2
+  from jaxseg.config_base import base_config
+  from jaxseg.input_pipeline.labels import cityscapes_table
+  from jaxseg.train_lib import inference
+  data = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cityscapes'
+  images = sorted((data / 'leftImg8bit' / 'val').rglob('*_leftImg8bit.png'))
+  if not images:
+    pytest.skip(f'no Cityscapes val image under {data}')
+  config = base_config()
+  config.model.name = name
+  config.precision = 'fp32'
+  config.progress_bar = False
+  config.data.name = 'cityscapes'
+  config.data.root = str(data)
+  written = inference.predict_paths(config, checkpoint=checkpoint, step=None,
+                                    input_path=images[0], output_dir=tmp_path / 'predict')
+  masks = [p for p in written if str(p).endswith('_color.png')]
+  assert len(masks) == 1
+  mask = cv2.cvtColor(cv2.imread(str(masks[0])), cv2.COLOR_BGR2RGB)
+  source = cv2.imread(str(images[0]))
+  assert mask.shape == source.shape
+  palette = {tuple(c) for c in cityscapes_table().colors.tolist()}
+  assert {tuple(c) for c in np.unique(mask.reshape(-1, 3), axis=0).tolist()} <= palette
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ def _shift(z: jax.Array, out_hw: tuple[int, int], rows, cols) -> jax.Array:
 
 
 def conv1x1_gemm(x: jax.Array, kernel: jax.Array, stride: Sequence[int], precision) -> jax.Array:
+  """Unpadded 1x1 conv (any stride) as one GEMM over pixels."""
   if tuple(stride) != (1, 1):
     x = x[:, ::stride[0], ::stride[1]]
   n, h, w, cin = x.shape
@@ -107,7 +108,7 @@ def conv_tap_gemms(x: jax.Array, kernel: jax.Array, padding, dilation, precision
 
 
 def conv_strided_tap_gemms(x: jax.Array, kernel: jax.Array, stride, padding, dilation,
-                            precision) -> jax.Array:
+                           precision) -> jax.Array:
   """Strided conv as one GEMM per tap on strided slices of the padded input."""
   n, h, w, cin = x.shape
   kh, kw, _, cout = kernel.shape
@@ -125,7 +126,7 @@ def conv_strided_tap_gemms(x: jax.Array, kernel: jax.Array, stride, padding, dil
 
 
 def conv_grouped_gemm(x: jax.Array, kernel: jax.Array, padding, dilation, groups: int,
-                       precision) -> jax.Array:
+                      precision) -> jax.Array:
   """Stride-1 grouped conv as one batched GEMM over groups, tap outputs shifted and summed."""
   n, h, w, _ = x.shape
   kh, kw, cg, cout = kernel.shape
@@ -146,7 +147,7 @@ def conv_grouped_gemm(x: jax.Array, kernel: jax.Array, padding, dilation, groups
 
 
 def conv_grouped_direct(x: jax.Array, kernel: jax.Array, padding, dilation,
-                         groups: int) -> jax.Array:
+                        groups: int) -> jax.Array:
   """Stride-1 grouped conv with few channels per group as fused multiply-adds."""
   n, h, w, _ = x.shape
   kh, kw, cg, cout = kernel.shape
