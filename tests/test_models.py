@@ -156,6 +156,23 @@ def test_batchnorm_groups_normalise_per_group():
     bn(jnp.asarray(x[:3]), train=True)
 
 
+def test_sharded_batch_gives_global_batchnorm():
+  """bn_groups=1 under jit with the batch sharded over devices = synchronised BN."""
+  if len(jax.devices()) < 2:
+    pytest.skip("needs several (virtual) devices")
+  n = len(jax.devices())
+  x = jnp.asarray(np.random.default_rng(11).standard_normal((n, 17, 19, 3)), jnp.float32)
+  x = x * jnp.arange(1, n + 1, dtype=jnp.float32)[:, None, None, None]  # per-device stats differ
+  ref, sharded = _tiny(), _tiny()
+  want = _forward(ref, x, train=True)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("batch",))
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+  got = _forward(sharded, jax.device_put(x, spec), train=True)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-4)
+  np.testing.assert_allclose(np.asarray(sharded.layer1[0].bn1.var[...]),
+                             np.asarray(ref.layer1[0].bn1.var[...]), rtol=1e-5)
+
+
 def test_model_bn_groups_reach_every_batchnorm():
   model = _tiny(bn_groups=2)
   groups = {m.groups for _, m in nnx.iter_modules(model) if isinstance(m, layers.BatchNorm)}
@@ -230,6 +247,16 @@ def test_maxpool_and_conv_match_torch():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_block_output_is_identity_with_identity_gradient():
+  x = jnp.asarray(np.random.default_rng(10).standard_normal((2, 3, 4, 5)), jnp.float32)
+  x = x.at[0, 0, 0, 0].set(jnp.nan)  # the always-true predicate must hold for NaN too
+  r = jnp.arange(x.size, dtype=jnp.float32).reshape(x.shape)
+  y, g = jax.jit(lambda v: (layers.block_output(v),
+                            jax.grad(lambda u: jnp.sum(layers.block_output(u) * r))(v)))(x)
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+  np.testing.assert_array_equal(np.asarray(g), np.asarray(r))
+
+
 @pytest.mark.parametrize("case", [
     # (H, W, cin, cout, k, stride, padding, dilation, groups): expected CPU algorithm
     ((9, 7, 16, 8, 1, 1, 0, 1, 1), "gemm_1x1"),
@@ -262,6 +289,18 @@ def test_cpu_conv_algorithms_match_lax_conv(case):
     got, want = jax.jit(lambda v: (auto(v), ref(v)))(x)
   assert got.shape == want.shape
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+  # Gradients (training on CPU goes through the same code paths).
+  r = jnp.asarray(np.random.default_rng(9).standard_normal(want.shape), jnp.float32)
+
+  def grads(conv):
+    graphdef, params = nnx.split(conv)
+    loss = lambda p, v: jnp.sum(nnx.merge(graphdef, p)(v) * r)  # noqa: E731
+    g_params, g_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
+    return np.asarray(g_params["kernel"][...]), np.asarray(g_x)
+
+  with jax.default_matmul_precision("highest"):
+    for g_auto, g_ref in zip(grads(auto), grads(ref)):
+      np.testing.assert_allclose(g_auto, g_ref, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------ torch layout

@@ -229,6 +229,22 @@ class Dropout2d(nnx.Module):
     return self.drop(x, deterministic=not train, rngs=rngs)
 
 
+def block_output(x: jax.Array) -> jax.Array:
+  """Materialises a residual block's output (identity in value).
+
+  XLA:CPU fuses each block's BN + residual add into the next block's residual add,
+  recomputing the whole chain in every later block (quadratic: ~20% of a ResNet-101
+  forward). A conditional is a fusion boundary; its predicate is always true
+  (`s >= s or isnan(s)` holds for every float) but XLA cannot prove it, so the
+  conditional stays. (optimization_barrier is removed before fusion on CPU.)
+  Other backends get `x` unchanged.
+  """
+  if jax.default_backend() != "cpu" or x.size == 0:
+    return x
+  s = x[(0,) * x.ndim]
+  return jax.lax.cond((s >= s) | jnp.isnan(s), lambda v: v, lambda v: v + v, x)
+
+
 def apply_layers(layers: Sequence[Any] | nnx.Module, x: jax.Array, *, train: bool,
                  rngs: nnx.Rngs | None) -> jax.Array:
   """Runs layers in order like torch.nn.Sequential (nested nnx.Lists included).

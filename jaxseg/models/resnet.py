@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxseg.models.layers import (BatchNorm, Conv2d, MaxPool2d, ReLU, _he_normal_fan_out,
-                                  apply_layers, scale_width)
+                                  apply_layers, block_output, scale_width)
 
 
 def _conv(cin, cout, k, *, cfg, stride=1, padding=0, dilation=1, rngs):
@@ -49,7 +49,7 @@ class Bottleneck(nnx.Module):
     out = jax.nn.relu(self.bn2(self.conv2(out), **kw))
     out = self.bn3(self.conv3(out), **kw)
     residual = x if self.downsample is None else apply_layers(self.downsample, x, **kw)
-    return jax.nn.relu(out + residual)
+    return block_output(jax.nn.relu(out + residual))
 
 
 class BasicBlock(nnx.Module):
@@ -76,7 +76,7 @@ class BasicBlock(nnx.Module):
     out = jax.nn.relu(self.bn1(self.conv1(x), **kw))
     out = self.bn2(self.conv2(out), **kw)
     residual = x if self.downsample is None else apply_layers(self.downsample, x, **kw)
-    return jax.nn.relu(out + residual)
+    return block_output(jax.nn.relu(out + residual))
 
 
 RESNET_DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3)),

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxseg.models.layers import (BatchNorm, Conv2d, MaxPool2d, NamedSequential, ReLU,
-                                  apply_layers, divisible_groups, scale_width)
+                                  apply_layers, block_output, divisible_groups, scale_width)
 from jaxseg.models.resnet import stage_schedule
 
 
@@ -64,7 +64,7 @@ class SEResNeXtBottleneck(nnx.Module):
     out = jax.nn.relu(self.bn2(self.conv2(out), **kw))
     out = self.bn3(self.conv3(out), **kw)
     residual = x if self.downsample is None else apply_layers(self.downsample, x, **kw)
-    return jax.nn.relu(self.se_module(out) + residual)
+    return block_output(jax.nn.relu(self.se_module(out) + residual))
 
 
 SE_RESNEXT_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}

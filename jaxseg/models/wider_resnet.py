@@ -15,7 +15,7 @@ import jax
 from flax import nnx
 
 from jaxseg.models.layers import (BatchNorm, Conv2d, Dropout2d, MaxPool2d, NamedSequential, ReLU,
-                                  scale_width)
+                                  block_output, scale_width)
 
 WRN38_STRUCTURE = (3, 3, 6, 3, 1, 1)
 WRN38_CHANNELS = ((128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024, 2048),
@@ -72,7 +72,7 @@ class IdentityResidualBlock(nnx.Module):
     kw = dict(train=train, rngs=rngs)
     bn1 = self.bn1[1](self.bn1[0](x, **kw))
     shortcut = x if self.proj_conv is None else self.proj_conv(bn1)
-    return self.convs(bn1, **kw) + shortcut
+    return block_output(self.convs(bn1, **kw) + shortcut)
 
 
 def make_wider_resnet38_a2_trunk(*, width_multiplier: float, cfg: dict[str, Any],
