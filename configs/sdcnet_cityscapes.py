@@ -13,7 +13,7 @@ FlowNet2 weights: --config.flow.source=dis; without any weights, the flow-only b
 
 Training (sdcnet/main.py; FlowNet2 frozen, or DIS flows):
 
-  python -m jaxseg.sdcnet.train --config configs/sdcnet_cityscapes.py --workdir /tmp/sdctrain \
+  python -m jaxseg.main --config configs/sdcnet_cityscapes.py --workdir /tmp/sdctrain \
       --config.data.root=/data/cityscapes --config.flow.flownet2_checkpoint=/ckpt/flownet2/0
 """
 import ml_collections
@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.propagate.copy_annotated = True  # copy the annotated pair itself, as sdc_aug.py
 
   c.train = ml_collections.ConfigDict()
-  c.train.sequence_root = ''  # folders of frames; default DATA.SEQUENCE_ROOT/leftImg8bit_sequence/train
+  c.train.sequence_root = ''  # default: <sequence_root>/leftImg8bit_sequence/train
   c.train.crop_size = (448, 448)  # random crop (H, W), the original's default; (0, 0) = none
   c.train.batch_size = 4  # global (the original: 4 per GPU)
   c.train.num_epochs = 500

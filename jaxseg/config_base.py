@@ -5,6 +5,9 @@ config file or in a `--config.x=y` override fails loudly instead of being silent
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -118,3 +121,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.predict.input = config_dict.placeholder(str)
   c.predict.output = config_dict.placeholder(str)
   return c
+
+
+def load_config_file(path: str | os.PathLike) -> ml_collections.ConfigDict:
+  """Runs a `configs/*.py` file's `get_config()`, as `--config` does."""
+  spec = importlib.util.spec_from_file_location("_jaxseg_config", os.fspath(path))
+  if spec is None or spec.loader is None:
+    raise FileNotFoundError(f"cannot load config file {path}")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

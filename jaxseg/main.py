@@ -11,7 +11,6 @@ r"""jaxseg command line: train, evaluate, predict and convert.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import os
 import sys
 
@@ -96,12 +95,8 @@ def unknown_config_overrides(argv: list[str]) -> list[str]:
   path = _config_path(argv)
   if not path:
     return []
-  spec = importlib.util.spec_from_file_location("_jaxseg_user_config", path.split(":")[0])
-  if spec is None or spec.loader is None:
-    return []
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  from jaxseg.config_base import load_config_file
+  config = load_config_file(path.split(":")[0])
   unknown = []
   for arg in argv:
     if not arg.startswith("--config."):

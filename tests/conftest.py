@@ -1,15 +1,13 @@
 """Test-wide JAX set-up: 8 virtual CPU devices and a persistent compile cache."""
-import os
 import pathlib
 
 import jax
 import pytest
+from _testlib import COMPILE_CACHE
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_platforms", "cpu")
-_CACHE = os.environ.get("JAXSEG_TEST_COMPILE_CACHE",
-                        str(pathlib.Path.home() / ".cache" / "jaxseg_jax_compile"))
-jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_compilation_cache_dir", COMPILE_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"

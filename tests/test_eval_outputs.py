@@ -1,6 +1,5 @@
 """--mode eval outputs: metrics equal cityscapesscripts', dump folders, charts, report."""
 import json
-import pathlib
 
 import cv2
 import flax.nnx as nnx

@@ -1,13 +1,9 @@
 """Scale: FSDP shardings, and 2 processes x 4 devices training like 1 process x 8 devices."""
-import importlib.util
 import io
 import json
-import os
-import pathlib
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -16,44 +12,11 @@ from jaxseg.train_lib import losses
 from jaxseg.train_lib import mesh as mesh_lib
 from jaxseg.train_lib import optimizer as optimizer_lib
 from jaxseg.train_lib import train_step as step_lib
+from _testlib import DEMO_ARGS, load_module, read_checkpoint_params, subprocess_env
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_CLASSES = 5
-# The demo config of tests/test_trainer.py, as command-line overrides of configs/demo.py.
-DEMO_ARGS = [
-    "--config", str(ROOT / "configs" / "demo.py"),
-    "--config.model.overrides.width_multiplier=0.0625",
-    "--config.data.synthetic.num_train=16", "--config.data.synthetic.num_val=8",
-    "--config.data.synthetic.height=48", "--config.data.synthetic.width=64",
-    "--config.data.crop_size=32", "--config.data.read_num_threads=1",
-    "--config.train.log_every=1", "--config.eval.num_prediction_images=2",
-    "--config.progress_bar=False",
-]
-
-
 def _launcher():
-  spec = importlib.util.spec_from_file_location("local_multiprocess",
-                                                ROOT / "launch" / "local_multiprocess.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def subprocess_env() -> dict[str, str]:
-  """Subprocesses share a persistent compile cache (compiling dominates these tests)."""
-  cache = os.environ.get("JAXSEG_TEST_COMPILE_CACHE",
-                         str(pathlib.Path.home() / ".cache" / "jaxseg_jax_compile"))
-  return {"JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
-
-
-def read_checkpoint_params(step_dir: pathlib.Path) -> dict:
-  """{'params', 'batch_stats'} of a checkpoint as numpy, whatever topology wrote it."""
-  checkpointer = ocp.PyTreeCheckpointer()
-  meta = checkpointer.metadata(step_dir / "model")
-  tree = getattr(meta, "item_metadata", meta)
-  tree = getattr(tree, "tree", tree)
-  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), dict(tree))
-  return checkpointer.restore(step_dir / "model", args=ocp.args.PyTreeRestore(restore_args=args))
+  return load_module("launch/local_multiprocess.py")
 
 
 # ------------------------------------------------------------------------------------ FSDP --

@@ -1,6 +1,5 @@
 """--mode predict: images, folders (recursive), videos, class shares, clear errors."""
 import csv
-import pathlib
 
 import cv2
 import flax.nnx as nnx

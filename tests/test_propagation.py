@@ -1,6 +1,5 @@
 """Label propagation: flow conventions, Cityscapes end to end (resume, sharding), CamVid quality,
 and weight conversion from torch files."""
-import importlib.util
 import os
 import pathlib
 
@@ -9,31 +8,16 @@ import numpy as np
 import pytest
 
 from jaxseg.sdcnet import convert_weights, flow_providers, propagate, torch_names, warp_step
+from _testlib import load_config, load_module
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(**overrides):
-  spec = importlib.util.spec_from_file_location('sdc_cfg',
-                                                ROOT / 'configs' / 'sdcnet_cityscapes.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return load_config("configs/sdcnet_cityscapes.py", **overrides)
 
 
 def _benchmark():
-  spec = importlib.util.spec_from_file_location('bench_prop',
-                                                ROOT / 'benchmarks' / 'propagation.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_module("benchmarks/propagation.py")
 
 
 def _texture(h, w, seed=0):

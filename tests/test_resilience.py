@@ -1,5 +1,4 @@
 """Long jobs: SIGTERM and SIGKILL resume bit-identically, non-finite steps, init_from, rlx_off."""
-import importlib.util
 import logging
 import os
 import pathlib
@@ -20,46 +19,27 @@ from jaxseg.train_lib import optimizer as optimizer_lib
 from jaxseg.train_lib import tensorboard
 from jaxseg.train_lib import train_step as step_lib
 from jaxseg.train_lib import trainer
+from _testlib import DEMO_ARGS, read_checkpoint_params, subprocess_env, tiny_demo_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 10
 
 
-def _load(name, path):
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_mp = _load("_test_multiprocess_helpers", ROOT / "tests" / "test_multiprocess.py")
-
-
 def _demo_config(num_steps=4):
-  c = _load("demo_config", ROOT / "configs" / "demo.py").get_config()
-  c.model.overrides.width_multiplier = 0.0625
-  c.data.synthetic.num_train = 16
-  c.data.synthetic.num_val = 8
-  c.data.synthetic.height = 48
-  c.data.synthetic.width = 64
-  c.data.crop_size = 32
-  c.train.num_steps = num_steps
-  c.train.log_every = 1
+  """The tiny demo, checkpointing every step, without eval."""
+  c = tiny_demo_config(num_steps)
   c.train.eval_every = 0
   c.train.checkpoint_every = 1
-  c.checkpoint.async_save = False
   c.eval.write_predictions = False
-  c.progress_bar = False
-  c.mesh.shape = {"data": 1}
   return c
 
 
 # ------------------------------------------------------------- SIGTERM / SIGKILL, resume --
 def _start(workdir: pathlib.Path) -> subprocess.Popen:
-  env = dict(os.environ, JAX_PLATFORMS="cpu", **_mp.subprocess_env())
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **subprocess_env())
   for name in ("JAXSEG_COORDINATOR", "JAXSEG_NUM_CPU_DEVICES"):
     env.pop(name, None)
-  args = [*_mp.DEMO_ARGS, "--workdir", str(workdir), f"--config.train.num_steps={STEPS}",
+  args = [*DEMO_ARGS, "--workdir", str(workdir), f"--config.train.num_steps={STEPS}",
           "--config.train.checkpoint_every=1", "--config.train.eval_every=0",
           "--config.eval.write_predictions=False", "--config.mesh.shape.data=1"]
   return subprocess.Popen([sys.executable, "-m", "jaxseg.main", *args], env=env, cwd=ROOT,
@@ -113,8 +93,8 @@ def test_sigterm_and_sigkill_resume_bit_identical(tmp_path):
   assert code == 0, out[-4000:]
   assert _steps(work)[-1] == STEPS
 
-  a = _mp.read_checkpoint_params(straight / "checkpoints" / str(STEPS))
-  b = _mp.read_checkpoint_params(work / "checkpoints" / str(STEPS))
+  a = read_checkpoint_params(straight / "checkpoints" / str(STEPS))
+  b = read_checkpoint_params(work / "checkpoints" / str(STEPS))
   for group in ("params", "batch_stats"):
     assert sorted(a[group]) == sorted(b[group])
     for key in a[group]:
@@ -133,7 +113,7 @@ def test_non_finite_loss_stops_naming_step_and_last_good_checkpoint(tmp_path):
   assert steps and steps[-1] == bad - 1
   assert f"last good checkpoint is step {bad - 1}" in message and str(tmp_path) in message
   for step in steps:  # never a NaN/Inf in a checkpoint
-    saved = _mp.read_checkpoint_params(tmp_path / "checkpoints" / str(step))
+    saved = read_checkpoint_params(tmp_path / "checkpoints" / str(step))
     for group in saved.values():
       for key, value in group.items():
         assert np.isfinite(value).all(), (step, key)
@@ -149,7 +129,7 @@ def test_fp16_skips_overflowing_steps_and_counts_them(tmp_path):
   assert scalars["train/skipped_steps"] == [(1, 1.0), (2, 2.0), (3, 3.0)]
   assert [v for _, v in scalars["train/loss_scale"]] == pytest.approx([5e37, 2.5e37, 1.25e37],
                                                                         rel=1e-6)
-  saved = _mp.read_checkpoint_params(tmp_path / "checkpoints" / "3")
+  saved = read_checkpoint_params(tmp_path / "checkpoints" / "3")
   assert all(np.isfinite(v).all() for v in saved["params"].values())
 
 
@@ -210,7 +190,7 @@ def test_label_relaxation_switches_off_after_rlx_off_epoch_and_resumes(tmp_path,
   assert [v for _, v in scalars["train/epoch"]] == [0, 0, 1, 1]
   trainer.train_and_evaluate(config(stop=3), tmp_path / "resumed")  # stops inside epoch 1
   trainer.train_and_evaluate(config(), tmp_path / "resumed")
-  a = _mp.read_checkpoint_params(tmp_path / "straight" / "checkpoints" / "4")
-  b = _mp.read_checkpoint_params(tmp_path / "resumed" / "checkpoints" / "4")
+  a = read_checkpoint_params(tmp_path / "straight" / "checkpoints" / "4")
+  b = read_checkpoint_params(tmp_path / "resumed" / "checkpoints" / "4")
   for key in a["params"]:
     np.testing.assert_array_equal(a["params"][key], b["params"][key], err_msg=key)

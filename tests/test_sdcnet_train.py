@@ -1,6 +1,5 @@
 """SDCNet video-reconstruction training: sequence windows, deterministic loader, a short
 data-parallel run with random init that lowers the loss, checkpoints and resume."""
-import importlib.util
 import pathlib
 
 import jax.numpy as jnp
@@ -11,23 +10,12 @@ from jaxseg import kernels
 from jaxseg.sdcnet import convert_weights, flow_providers, train
 from jaxseg.sdcnet.sdcnet import reconstruction_loss
 from jaxseg.train_lib import tensorboard
+from _testlib import load_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _config(**overrides):
-  spec = importlib.util.spec_from_file_location('sdc_cfg',
-                                                ROOT / 'configs' / 'sdcnet_cityscapes.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return load_config("configs/sdcnet_cityscapes.py", **overrides)
 
 
 def test_config_is_locked():

@@ -1,7 +1,6 @@
 """The sharded train step equals the single-device step; fp16 loss scaling skips bad steps."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 

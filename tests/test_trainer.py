@@ -1,8 +1,6 @@
 """End to end: the demo config trains, evaluates, checkpoints, resumes, predicts."""
 import json
-import pathlib
 
-import jax
 import numpy as np
 import pytest
 
@@ -10,35 +8,10 @@ from jaxseg.train_lib import checkpoint as checkpoint_lib
 from jaxseg.train_lib import inference
 from jaxseg.train_lib import tensorboard
 from jaxseg.train_lib import trainer
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _demo_config(num_steps=4):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("demo_config", ROOT / "configs" / "demo.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
-  c.model.overrides.width_multiplier = 0.0625
-  c.data.synthetic.num_train = 16
-  c.data.synthetic.num_val = 8
-  c.data.synthetic.height = 48
-  c.data.synthetic.width = 64
-  c.data.crop_size = 32
-  c.train.num_steps = num_steps
-  c.train.log_every = 1
-  c.train.eval_every = num_steps
-  c.train.checkpoint_every = 2
-  c.checkpoint.async_save = False
-  c.eval.num_prediction_images = 3
-  c.progress_bar = False
-  c.mesh.shape = {"data": 1}
-  return c
-
+from _testlib import tiny_demo_config
 
 def test_demo_end_to_end_writes_checkpoint_eval_predictions_and_events(tmp_path):
-  config = _demo_config()
+  config = tiny_demo_config()
   summary = trainer.train_and_evaluate(config, tmp_path)
   assert 0.0 <= summary["miou"] <= 1.0
   assert checkpoint_lib.CheckpointManager(tmp_path / "checkpoints").latest_step() == 4
@@ -63,9 +36,9 @@ def test_demo_end_to_end_writes_checkpoint_eval_predictions_and_events(tmp_path)
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-  straight = _demo_config(num_steps=4)
+  straight = tiny_demo_config(num_steps=4)
   trainer.train_and_evaluate(straight, tmp_path / "straight")
-  interrupted = _demo_config(num_steps=4)
+  interrupted = tiny_demo_config(num_steps=4)
   interrupted.train.stop_at_step = 2
   trainer.train_and_evaluate(interrupted, tmp_path / "resumed")
   assert checkpoint_lib.CheckpointManager(tmp_path / "resumed" / "checkpoints").latest_step() == 2
@@ -84,9 +57,9 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
-  config = _demo_config(num_steps=2)
+  config = tiny_demo_config(num_steps=2)
   trainer.train_and_evaluate(config, tmp_path)
-  other = _demo_config()
+  other = tiny_demo_config()
   other.model.name = "DeepR50V3PlusD_m1"
   with pytest.raises(ValueError, match="DeepR18V3PlusD_m1"):
     inference.evaluate_checkpoint(other, tmp_path, checkpoint=tmp_path)

@@ -30,7 +30,6 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from jaxseg.convert import pth_reader
@@ -79,17 +78,7 @@ def own_variables(model: nnx.Module) -> tuple[FlatVars, FlatVars]:
 
 
 def _check_keys(want: Mapping[str, Any], have: Mapping[str, Any], what: str, where: str) -> None:
-  missing = sorted(set(want) - set(have))
-  unexpected = sorted(set(have) - set(want))
-  mismatched = [(k, tuple(np.shape(have[k])), tuple(np.shape(want[k]))) for k in sorted(want)
-                if k in have and tuple(np.shape(have[k])) != tuple(np.shape(want[k]))]
-  problems = []
-  if missing:
-    problems.append(f'{len(missing)} missing, e.g. {missing[:3]}')
-  if unexpected:
-    problems.append(f'{len(unexpected)} unexpected, e.g. {unexpected[:3]}')
-  if mismatched:
-    problems.append(f'shape mismatch (key, given, expected) e.g. {mismatched[:3]}')
+  problems = ckpt_lib.layout_problems(want, have)
   if problems:
     raise ValueError(f'{where}: {what} do not fit the model: ' + '; '.join(problems))
 
@@ -162,25 +151,6 @@ def torch_like_init(model: nnx.Module, seed: int) -> tuple[FlatVars, FlatVars]:
 # Loading
 
 
-def _restore_model_item(step_dir: pathlib.Path, target: Mapping[str, FlatVars]
-                        ) -> dict[str, FlatVars]:
-  """The `model` item of a checkpoint step, checked against `target`'s keys and shapes.
-
-  Arrays come back on this process's first device, whatever mesh saved them (a training run
-  saves mesh-replicated arrays, which orbax will not restore onto other devices by itself).
-  """
-  stored = ocp.PyTreeCheckpointer().metadata(step_dir / ckpt_lib.MODEL)
-  stored = getattr(stored, 'item_metadata', stored)
-  stored = getattr(stored, 'tree', stored)
-  for group in ('params', 'batch_stats'):
-    _check_keys(target[group], dict(stored.get(group, {}) or {}), group,
-                f'checkpoint {step_dir}')
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=device), dict(target))
-  return ocp.StandardCheckpointer().restore(step_dir / ckpt_lib.MODEL, abstract)
-
-
 def load_sdcnet_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str, Any]:
   """Loads SDCNet's own weights from a torch file or an orbax checkpoint; returns metadata."""
   path = os.fspath(path)
@@ -200,7 +170,7 @@ def load_sdcnet_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str,
     raise ValueError(f'checkpoint {step_dir} was saved with sequence_length='
                      f'{meta["sequence_length"]}; the model has {model.sequence_length}')
   params, buffers = own_variables(model)
-  restored = _restore_model_item(step_dir, {'params': params, 'batch_stats': buffers})
+  restored = ckpt_lib.restore_model_item(step_dir, {'params': params, 'batch_stats': buffers})
   set_own_variables(model, restored['params'], restored['batch_stats'],
                     where=f'checkpoint {step_dir}')
   return dict(meta, source=str(step_dir))
@@ -221,7 +191,7 @@ def load_flownet2_weights(flownet2: nnx.Module, path: str | os.PathLike) -> dict
   if meta.get('model') and meta['model'] != FLOWNET2:
     raise ValueError(f'checkpoint {step_dir} holds {meta["model"]!r}, not {FLOWNET2}')
   params, stats = variables.model_variables(flownet2)
-  restored = _restore_model_item(step_dir, {'params': params, 'batch_stats': stats})
+  restored = ckpt_lib.restore_model_item(step_dir, {'params': params, 'batch_stats': stats})
   variables.update_model(flownet2, restored['params'], restored['batch_stats'])
   return dict(meta, source=str(step_dir))
 

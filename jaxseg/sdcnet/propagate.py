@@ -1,6 +1,6 @@
 r"""`--mode propagate`: SDCNet label propagation on Cityscapes sequences (sdcnet/sdc_aug.py).
 
-  python -m jaxseg.sdcnet.propagate --config configs/sdcnet_cityscapes.py --workdir /tmp/sdc \
+  python -m jaxseg.main --mode propagate --config configs/sdcnet_cityscapes.py --workdir /tmp/sdc \
       --config.data.root=/data/cityscapes \
       --config.sdcnet.checkpoint=/ckpt/sdcnet/0 --config.flow.flownet2_checkpoint=/ckpt/flownet2/0
 
@@ -331,20 +331,3 @@ def run_propagation(config: ml_collections.ConfigDict, workdir: str, *,
                                        batch_size=batch_size, protected=protected, bar=bar)
       reader.clear()
   return summary
-
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  from jaxseg.train_lib import distributed
-  distributed.maybe_initialize()
-  print(run_propagation(_CONFIG.value, _WORKDIR.value))
-
-
-if __name__ == '__main__':
-  from absl import app, flags
-  from ml_collections import config_flags
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/sdcnet_cityscapes.py',
-                                            lock_config=True)
-  _WORKDIR = flags.DEFINE_string('workdir', None, 'output goes to WORKDIR/sdc_aug by default')
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)

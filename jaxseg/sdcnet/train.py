@@ -1,6 +1,6 @@
 r"""SDCNet video-reconstruction training (sdcnet/main.py), data-parallel over a device mesh.
 
-  python -m jaxseg.sdcnet.train --config configs/sdcnet_cityscapes.py --workdir /tmp/sdctrain \
+  python -m jaxseg.main --config configs/sdcnet_cityscapes.py --workdir /tmp/sdctrain \
       --config.data.root=/data/cityscapes --config.flow.flownet2_checkpoint=/ckpt/flownet2/0
 
 Samples are windows of `sequence_length + 1` consecutive frames (the original FrameLoader) from
@@ -290,20 +290,3 @@ def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
   return {'start_step': start, 'step': max(start, stop), 'total_steps': total,
           'steps_per_epoch': spe, 'history': history,
           'checkpoint': os.path.join(workdir, 'checkpoints')}
-
-
-def main(argv: Sequence[str]) -> None:
-  del argv
-  from jaxseg.train_lib import distributed
-  distributed.maybe_initialize()
-  train_sdcnet(_CONFIG.value, _WORKDIR.value)
-
-
-if __name__ == '__main__':
-  from absl import app, flags
-  from ml_collections import config_flags
-  _CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/sdcnet_cityscapes.py',
-                                            lock_config=True)
-  _WORKDIR = flags.DEFINE_string('workdir', None, 'checkpoints and TensorBoard logs')
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)

@@ -25,8 +25,12 @@ _ITEMS = (MODEL, TRAIN, DATA_ITER, META)
 
 
 def _abstract(tree: Any) -> Any:
+  """Restore targets; leaves without a sharding (e.g. from eval_shape) go to the first local
+  device, since orbax would otherwise reuse the saving run's mesh, which may not exist here."""
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
   def leaf(x):
-    sharding = getattr(x, "sharding", None)
+    sharding = getattr(x, "sharding", None) or local
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
   return jax.tree.map(leaf, tree)
 
@@ -141,31 +145,38 @@ def restore_model_variables(path: str | pathlib.Path, model: nnx.Module, *,
     raise ValueError(f"checkpoint {step_dir} holds model '{meta['model']}' "
                      f"(num_classes={meta.get('num_classes')}), but '{expected_model}' was requested")
   params, stats = variables.model_variables(model)
-  target = {"params": params, "batch_stats": stats}
-  stored = ocp.PyTreeCheckpointer().metadata(step_dir / MODEL)
-  stored_tree = getattr(stored, "item_metadata", stored)
-  stored_tree = getattr(stored_tree, "tree", stored_tree)
-  _check_layout(step_dir, stored_tree, target)
-  restored = ocp.StandardCheckpointer().restore(step_dir / MODEL, _abstract(target))
+  restored = restore_model_item(step_dir, {"params": params, "batch_stats": stats})
   variables.update_model(model, restored["params"], restored["batch_stats"])
   return meta
 
 
-def _check_layout(step_dir: pathlib.Path, stored: Any, target: Mapping[str, Any]) -> None:
+def restore_model_item(step_dir: pathlib.Path, target: Mapping[str, Mapping[str, Any]]
+                       ) -> dict[str, Any]:
+  """The `model` item of a step, after checking its keys and shapes against `target`."""
+  stored = ocp.PyTreeCheckpointer().metadata(step_dir / MODEL)
+  stored = getattr(stored, "item_metadata", stored)
+  stored = getattr(stored, "tree", stored)
   problems = []
   for group in ("params", "batch_stats"):
-    have = dict(stored.get(group, {})) if hasattr(stored, "get") else {}
-    want = target[group]
-    missing = sorted(set(want) - set(have))
-    unexpected = sorted(set(have) - set(want))
-    mismatched = [(k, tuple(have[k].shape), tuple(np.shape(want[k]))) for k in sorted(want)
-                  if k in have and hasattr(have[k], "shape") and
-                  tuple(have[k].shape) != tuple(np.shape(want[k]))]
-    if missing:
-      problems.append(f"{group}: {len(missing)} missing, e.g. {missing[:3]}")
-    if unexpected:
-      problems.append(f"{group}: {len(unexpected)} unexpected, e.g. {unexpected[:3]}")
-    if mismatched:
-      problems.append(f"{group}: shape mismatch (key, checkpoint, model) e.g. {mismatched[:3]}")
+    have = dict(stored.get(group, {}) or {}) if hasattr(stored, "get") else {}
+    problems += [f"{group}: {p}" for p in layout_problems(target[group], have)]
   if problems:
     raise ValueError(f"checkpoint {step_dir} does not fit this model: " + "; ".join(problems))
+  return ocp.StandardCheckpointer().restore(step_dir / MODEL, _abstract(dict(target)))
+
+
+def layout_problems(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
+  """Missing, unexpected and shape-mismatched keys of `have` against `want`, as sentences."""
+  shape = lambda x: tuple(getattr(x, "shape", np.shape(x)))
+  missing = sorted(set(want) - set(have))
+  unexpected = sorted(set(have) - set(want))
+  mismatched = [(k, shape(have[k]), shape(want[k])) for k in sorted(want)
+                if k in have and shape(have[k]) != shape(want[k])]
+  problems = []
+  if missing:
+    problems.append(f"{len(missing)} missing, e.g. {missing[:3]}")
+  if unexpected:
+    problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}")
+  if mismatched:
+    problems.append(f"shape mismatch (key, stored, model) e.g. {mismatched[:3]}")
+  return problems

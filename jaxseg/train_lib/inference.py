@@ -232,15 +232,10 @@ def predict_paths(config: ml_collections.ConfigDict, *, checkpoint: str | pathli
       written.append(eval_outputs.write_png(stem.with_name(f"{path.stem}_overlay.png"),
                                             evaluate_lib.overlay(image, mask, alpha)))
 
-    pending = None  # the device segments image i while image i - 1 is written
-    for path in tqdm.tqdm(files, desc="predict", unit="img", disable=not config.progress_bar):
-      image = read_rgb(path)
-      handle = dispatch(image)
-      if pending is not None:
-        emit(*pending)
-      pending = (path, image, handle)
-    if pending is not None:
-      emit(*pending)
+    images = ((path, read_rgb(path)) for path in
+              tqdm.tqdm(files, desc="predict", unit="img", disable=not config.progress_bar))
+    video_lib.pipelined(images, lambda item: dispatch(item[1]),
+                        lambda item, handle: emit(*item, handle))
     csv_path = share.write_csv(out / "class_share.csv")
   print(f"class share (% of pixels), {len(share.rows)} "
         f"{'frames' if files is None else 'images'}:\n{share.format_table()}\n"

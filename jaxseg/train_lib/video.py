@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import pathlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import cv2
 import numpy as np
@@ -17,6 +17,8 @@ from absl import logging
 
 from jaxseg.train_lib import class_share as class_share_lib
 from jaxseg.train_lib import eval_outputs
+
+T = TypeVar("T")
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 DEFAULT_FPS = 25.0
@@ -83,6 +85,20 @@ class VideoWriter:
     self._writer.release()
 
 
+def pipelined(items: Iterable[T], dispatch: Callable[[T], Any],
+              emit: Callable[[T, Any], None]) -> None:
+  """emit(item, dispatch(item)) for every item, dispatching item i + 1 before emitting item i,
+  so the device segments the next image while the host writes the previous one."""
+  pending = None
+  for item in items:
+    handle = dispatch(item)
+    if pending is not None:
+      emit(*pending)
+    pending = (item, handle)
+  if pending is not None:
+    emit(*pending)
+
+
 def segment_video(path: str | pathlib.Path, output_dir: str | pathlib.Path, *,
                   dispatch: Callable[[np.ndarray], Any], fetch: Callable[[Any], np.ndarray],
                   colors: np.ndarray, share: class_share_lib.ClassShare | None = None,
@@ -102,6 +118,10 @@ def segment_video(path: str | pathlib.Path, output_dir: str | pathlib.Path, *,
   bar = tqdm.tqdm(total=reader.frame_count or None, desc=stem, unit="frame", disable=not progress)
 
   def emit(index: int, frame: np.ndarray, handle: Any) -> None:
+    if not writers:
+      size = (frame.shape[1], frame.shape[0])
+      writers.extend([VideoWriter(out / f"{stem}_overlay{suffix}", reader.fps, size, fourcc),
+                      VideoWriter(out / f"{stem}_color{suffix}", reader.fps, size, fourcc)])
     pred = fetch(handle)
     if pred.shape != frame.shape[:2]:
       raise ValueError(f"video {reader.path}: prediction {pred.shape} for a frame of "
@@ -113,19 +133,9 @@ def segment_video(path: str | pathlib.Path, output_dir: str | pathlib.Path, *,
       share.add(f"{stem}#{index:06d}", pred, group=stem)
     bar.update(1)
 
-  pending = None
   try:
-    for index, frame in enumerate(reader):
-      if not writers:
-        size = (frame.shape[1], frame.shape[0])
-        writers = [VideoWriter(out / f"{stem}_overlay{suffix}", reader.fps, size, fourcc),
-                   VideoWriter(out / f"{stem}_color{suffix}", reader.fps, size, fourcc)]
-      handle = dispatch(frame)
-      if pending is not None:
-        emit(*pending)
-      pending = (index, frame, handle)
-    if pending is not None:
-      emit(*pending)
+    pipelined(enumerate(reader), lambda item: dispatch(item[1]),
+              lambda item, handle: emit(*item, handle))
   finally:
     bar.close()
     reader.close()
