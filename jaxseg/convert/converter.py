@@ -132,8 +132,8 @@ class ConversionReport:
     return '\n'.join(lines)
 
 
-def _classifier_size(state_dict: Mapping[str, np.ndarray], src: str) -> int:
-  key = torch_layout.CLASSIFIER_KEY
+def _classifier_size(state_dict: Mapping[str, np.ndarray], src: str, model_name: str) -> int:
+  key = registry.get_spec(model_name).classifier_keys[0]
   if key not in state_dict:
     raise ValueError(f'{src}: cannot infer --num-classes: no classifier tensor {key!r} in the '
                      'checkpoint (pass --num-classes, and --trunk-only for trunk weights)')
@@ -216,20 +216,21 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
     if trunk_only:
       raise ValueError(f'{src}: --num-classes is required with --trunk-only (the trunk '
                        'checkpoint has no segmentation classifier)')
-    num_classes = _classifier_size(state_dict, src)
+    num_classes = _classifier_size(state_dict, src, model_name)
   overrides = dict(model_overrides or {})
   build = lambda: registry.create_model(model_name, num_classes=num_classes,  # noqa: E731
                                         rngs=nnx.Rngs(seed), **overrides)
   # Match against an abstract model first: a wrong checkpoint fails before paying for a full
   # initialisation, and a complete one needs none (every value comes from the file).
   model = nnx.eval_shape(build)
-  report = _load(model, state_dict, trunk_only=trunk_only, seed=seed)
+  report = _load(model, state_dict, trunk_only=trunk_only, seed=seed, model_name=model_name)
   report.src, report.model, report.num_classes, report.meta = src, model_name, num_classes, meta
   if not allow_partial:
     _fail_wrong_model(report)
   if not _is_concrete(model):  # Missing tensors or the trunk-only head need initial values.
     model = build()
-    report = dataclasses.replace(_load(model, state_dict, trunk_only=trunk_only, seed=seed),
+    report = dataclasses.replace(_load(model, state_dict, trunk_only=trunk_only, seed=seed,
+                                       model_name=model_name),
                                  src=src, model=model_name, num_classes=num_classes, meta=meta)
   report.non_finite = non_finite
   if trunk_only:  # Everything outside the trunk (the head) keeps its initialisation.
@@ -250,13 +251,14 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
 
 
 def _load(model: nnx.Module, state_dict: Mapping[str, np.ndarray], *, trunk_only: bool,
-          seed: int) -> ConversionReport:
+          seed: int, model_name: str) -> ConversionReport:
   """Loads into `model` in place (non-strict) and translates torch_layout's report."""
   if trunk_only:
     loaded = torch_layout.load_trunk_state_dict(model, state_dict, strict=False)
   else:
-    loaded = torch_layout.load_state_dict(model, state_dict, reinit_classifier_on_mismatch=True,
-                                          strict=False, reinit_seed=seed)
+    loaded = torch_layout.load_state_dict(
+        model, state_dict, reinit_classifier_on_mismatch=True, strict=False, reinit_seed=seed,
+        classifier_keys=registry.get_spec(model_name).classifier_keys)
   return ConversionReport(
       src='', model='', num_classes=0, loaded=list(loaded.loaded), missing=list(loaded.missing),
       unexpected=list(loaded.unexpected),

@@ -1,4 +1,4 @@
 """Segmentation networks (Flax NNX ports of NVIDIA/semantic-segmentation sdcnet)."""
-from jaxseg.models.registry import create_model, list_models
+from jaxseg.models.registry import create_model, get_spec, list_models
 
-__all__ = ["create_model", "list_models"]
+__all__ = ["create_model", "get_spec", "list_models"]

@@ -16,10 +16,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxseg.models.layers import (BatchNorm, Conv2d, ReLU, apply_layers,
+from jaxseg.models.layers import (Conv2d, ReLU, apply_layers,
                                   resize_bilinear_align_corners, scale_width)
+from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import make_resnet_trunk
 from jaxseg.models.seresnext import make_seresnext_trunk
+from jaxseg.models.spec import ModelSpec
 from jaxseg.models.wider_resnet import make_wider_resnet38_a2_trunk
 
 
@@ -30,9 +32,7 @@ def _conv(cin, cout, k, *, cfg, rngs, **kw):
 
 def _conv_bn_relu(cin, cout, k, *, cfg, rngs, **kw) -> nnx.List:
   return nnx.List([_conv(cin, cout, k, cfg=cfg, rngs=rngs, **kw),
-                   BatchNorm(cout, groups=cfg["bn_groups"], dtype=cfg["dtype"],
-                             param_dtype=cfg["param_dtype"]),
-                   ReLU()])
+                   make_norm(cout, cfg), ReLU()])
 
 
 def aspp_rates(output_stride: int, rates: Sequence[int] = (6, 12, 18)) -> tuple[int, ...]:
@@ -147,3 +147,31 @@ class DeepWV3Plus(_DecoderHead):
     for mod in (self.mod4, self.mod5, self.mod6, self.mod7):
       h = mod(h, **kw)
     return self._decode(h, m2, x.shape[1:3], **kw)
+
+
+def _deepv3plus(trunk: str):
+  def build(num_classes: int, *, cfg: dict[str, Any], rngs: nnx.Rngs, **overrides) -> nnx.Module:
+    return DeepV3Plus(num_classes, trunk=trunk, cfg=cfg, rngs=rngs, **overrides)
+  return build
+
+
+def _deepwv3plus(num_classes: int, *, cfg: dict[str, Any], rngs: nnx.Rngs,
+                 **overrides) -> nnx.Module:
+  return DeepWV3Plus(num_classes, cfg=cfg, rngs=rngs, **overrides)
+
+
+_OVERRIDES = ("width_multiplier", "output_stride", "aspp_output_stride")
+MODELS: dict[str, ModelSpec] = {
+    "DeepWV3Plus": ModelSpec(_deepwv3plus, _OVERRIDES, description="WideResNet38-A2"),
+    "DeepSRNX50V3PlusD_m1": ModelSpec(_deepv3plus("seresnext-50"), _OVERRIDES,
+                                      description="SE-ResNeXt50 32x4d"),
+    "DeepSRNX101V3PlusD_m1": ModelSpec(_deepv3plus("seresnext-101"), _OVERRIDES,
+                                       description="SE-ResNeXt101 32x4d"),
+    "DeepR50V3PlusD_m1": ModelSpec(_deepv3plus("resnet-50"), _OVERRIDES,
+                                   description="ResNet-50 variant D"),
+    "DeepR101V3PlusD_m1": ModelSpec(_deepv3plus("resnet-101"), _OVERRIDES,
+                                    description="ResNet-101 variant D"),
+    # Small generic model for demos and tests (not in the 2019 code).
+    "DeepR18V3PlusD_m1": ModelSpec(_deepv3plus("resnet-18"), _OVERRIDES,
+                                   description="ResNet-18 (demos, tests)"),
+}

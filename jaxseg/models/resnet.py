@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxseg.models.layers import (BatchNorm, Conv2d, MaxPool2d, ReLU, _he_normal_fan_out,
+from jaxseg.models.layers import (Conv2d, MaxPool2d, ReLU, _he_normal_fan_out,
                                   apply_layers, block_output, scale_width)
+from jaxseg.models.norms import make_norm
 
 
 def _conv(cin, cout, k, *, cfg, stride=1, padding=0, dilation=1, rngs):
@@ -24,7 +25,7 @@ def _conv(cin, cout, k, *, cfg, stride=1, padding=0, dilation=1, rngs):
 
 
 def _bn(c, cfg):
-  return BatchNorm(c, groups=cfg["bn_groups"], dtype=cfg["dtype"], param_dtype=cfg["param_dtype"])
+  return make_norm(c, cfg)
 
 
 class Bottleneck(nnx.Module):
@@ -131,7 +132,7 @@ def make_resnet_trunk(depth: int, *, output_stride: int, width_multiplier: float
 
 
 def default_cfg(dtype=jnp.float32, param_dtype=jnp.float32, bn_groups: int = 1,
-                precision=None, conv_impl: str = "auto") -> dict[str, Any]:
+                precision=None, conv_impl: str = "auto", norm: str = "batch") -> dict[str, Any]:
   """The layer-construction settings shared by all trunks and heads."""
   return dict(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups, precision=precision,
-              conv_impl=conv_impl)
+              conv_impl=conv_impl, norm=norm)

@@ -13,8 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxseg.models.layers import (BatchNorm, Conv2d, MaxPool2d, NamedSequential, ReLU,
+from jaxseg.models.layers import (Conv2d, MaxPool2d, NamedSequential, ReLU,
                                   apply_layers, block_output, divisible_groups, scale_width)
+from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import stage_schedule
 
 
@@ -24,7 +25,7 @@ def _conv(cin, cout, k, *, cfg, rngs, **kw):
 
 
 def _bn(c, cfg):
-  return BatchNorm(c, groups=cfg["bn_groups"], dtype=cfg["dtype"], param_dtype=cfg["param_dtype"])
+  return make_norm(c, cfg)
 
 
 class SEModule(nnx.Module):

@@ -14,8 +14,9 @@ from typing import Any
 import jax
 from flax import nnx
 
-from jaxseg.models.layers import (BatchNorm, Conv2d, Dropout2d, MaxPool2d, NamedSequential, ReLU,
+from jaxseg.models.layers import (Conv2d, Dropout2d, MaxPool2d, NamedSequential, ReLU,
                                   block_output, scale_width)
+from jaxseg.models.norms import make_norm
 
 WRN38_STRUCTURE = (3, 3, 6, 3, 1, 1)
 WRN38_CHANNELS = ((128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024, 2048),
@@ -29,8 +30,7 @@ def _conv(cin, cout, k, *, cfg, rngs, **kw):
 
 def bnrelu(channels: int, cfg: dict[str, Any]) -> nnx.List:
   """wider_resnet.bnrelu: Sequential(BatchNorm, ReLU) -> keys `<name>.0.*`."""
-  return nnx.List([BatchNorm(channels, groups=cfg["bn_groups"], dtype=cfg["dtype"],
-                             param_dtype=cfg["param_dtype"]), ReLU()])
+  return nnx.List([make_norm(channels, cfg), ReLU()])
 
 
 class IdentityResidualBlock(nnx.Module):
