@@ -30,8 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "DeepR50V3PlusD_m1"
   c.model.num_classes = -1  # -1: from the dataset's class table
-  # Keyword overrides of the registry constructor, e.g. width_multiplier.
-  c.model.overrides = ml_collections.ConfigDict({"width_multiplier": 1.0})
+  # Keyword overrides of the registry constructor (`jaxseg.models.get_spec(name).overrides`
+  # lists a family's own, e.g. width_multiplier, psa_type); every model takes `norm` ('batch' |
+  # 'group' | 'instance' | 'evonorm_s0') and `norm_groups` (group / EvoNorm groups).
+  c.model.overrides = ml_collections.ConfigDict(
+      {"width_multiplier": 1.0, "norm": "batch", "norm_groups": 32})
 
   c.data = data_defaults.data_config()
   c.loss = losses.default_loss_config()
@@ -46,6 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9
   c.optimizer.weight_decay = 1e-4
   c.optimizer.nesterov = False
+  # Per top-level module lr factors, e.g. 'ppm=10,cls=10,aux=10' (semseg's 10x new layers).
+  c.optimizer.lr_multipliers = ""
 
   # Learning rate (see train_lib/optimizer.py): lr * lambda(x), x the epoch position.
   c.schedule = ml_collections.ConfigDict()
@@ -100,10 +105,20 @@ def base_config() -> ml_collections.ConfigDict:
   # Overlapping tiles: 'pixel' = mean per pixel; 'original' = eval.py's divisor, bug included.
   c.eval.tile_average = "pixel"
   c.eval.aspp_pool_size = 105  # pooling mode: ASPP image pooling window (original: 105)
+  # Named protocol filling the fields above (train_lib/eval_presets.py): '' (manual) |
+  # 'original' (NVIDIA eval.py) | 'semseg' | 'semseg_ss' (hszhao/semseg) | 'deeplab_tutorial'.
+  c.eval.preset = ""
+  c.eval.resize = "scale"  # 'scale' (NVIDIA, PIL) | 'long_side' (semseg) | 'align_corners' (TF)
+  c.eval.base_size = 0  # resize='long_side': longer side at scale 1 (0: from the preset)
+  c.eval.tiling = "nvidia"  # sliding tiles: 'nvidia' (eval.py) | 'semseg' (tool/test.py)
+  c.eval.average = "logits"  # averaged: 'logits' | 'softmax' (semseg) | 'softmax_resized' (TF)
   c.eval.dump_images = False  # rgb/ pred/ compose/ diff/ pictures (original --dump_images)
   c.eval.output_dir = ""  # --mode eval outputs; "" = WORKDIR/eval_restored
   c.eval.overlay_alpha = 0.5  # mask weight of overlays / compose pictures
   c.eval.video_fourcc = "mp4v"  # --mode predict on a video: codec of the output videos
+  # Evaluate a universal-taxonomy model in a dataset's classes (taxonomy.py): both set, or "".
+  c.eval.taxonomy = ""  # e.g. "universal"
+  c.eval.taxonomy_dataset = ""  # mapping file, e.g. "cityscapes"
 
   c.mesh = ml_collections.ConfigDict()
   # Axes 'data' (first) and optionally 'fsdp': e.g. {"data": -1, "fsdp": 8} splits every

@@ -228,6 +228,46 @@ def test_trunk_only(source_model, tmp_path):
       assert not np.array_equal(got[key], original[key]), key
 
 
+def test_trunk_only_torchvision_resnet_into_deeplabv3(tmp_path, capsys):
+  """torchvision's resnet50-*.pth (conv1, bn1, layer1..4, fc) into DeepLabV3R50: the model's
+  own keys place it under `backbone.`; ASPP, classifier and aux head keep their init."""
+  torch = pytest.importorskip('torch')
+  from jaxseg.convert import torch_layout
+  from jaxseg.convert.__main__ import main
+  from jaxseg.models import registry
+  from jaxseg.train_lib.checkpoint import restore_model_variables
+  build = lambda seed: registry.create_model('DeepLabV3R50', num_classes=21,  # noqa: E731
+                                             rngs=nnx.Rngs(seed), width_multiplier=0.0625)
+  rng = np.random.default_rng(0)
+  trunk = collections.OrderedDict()
+  for key, shape in torch_layout.model_state_shapes(
+      nnx.eval_shape(lambda: build(0)), include_num_batches_tracked=True).items():
+    if key.startswith('backbone.'):
+      value = (np.zeros(shape, np.int64) if key.endswith('num_batches_tracked') else
+               np.abs(rng.normal(0.0, 0.2, shape)).astype(np.float32) + 0.5)
+      trunk[key[len('backbone.'):]] = value
+  trunk['fc.weight'] = np.zeros((1000, trunk['layer4.2.bn3.weight'].shape[0]), np.float32)
+  trunk['fc.bias'] = np.zeros((1000,), np.float32)
+  assert torch_layout.detect_trunk_format(trunk) == 'torchvision_resnet'
+  src, out = tmp_path / 'resnet50.pth', tmp_path / 'converted'
+  torch.save({k: torch.from_numpy(v) for k, v in trunk.items()}, src)
+  # = python -m jaxseg.convert --src resnet50.pth --model DeepLabV3R50 --trunk-only
+  #       --num-classes 21 --out DIR
+  assert main(['--src', str(src), '--model', 'DeepLabV3R50', '--trunk-only', '--num-classes',
+               '21', '--out', str(out), '--model-override', 'width_multiplier=0.0625']) == 0
+  printed = capsys.readouterr().out
+  assert 'missing' not in printed and 'unexpected' not in printed, printed
+  model = build(1)
+  meta = restore_model_variables(out / '0', model, expected_model='DeepLabV3R50')
+  assert meta['trunk_only'] and not meta['missing'] and not meta['unexpected']
+  got, init = torch_layout.model_state_dict(model), torch_layout.model_state_dict(build(0))
+  for key, value in trunk.items():
+    if not key.startswith('fc.') and not key.endswith('num_batches_tracked'):
+      np.testing.assert_array_equal(got['backbone.' + key], value, err_msg=key)
+  for key in ('classifier.4.weight', 'aux_classifier.4.weight'):  # the converter's seed 0
+    np.testing.assert_array_equal(got[key], init[key], err_msg=key)
+
+
 # --- full-size published layouts from the reference fixtures (slow) ----------------------------
 
 

@@ -299,7 +299,7 @@ def test_batch_class_weights_uses_whole_batch_histogram(small_batch):
 
 def test_make_loss_fn_errors():
   with pytest.raises(ValueError, match='name'):
-    losses.make_loss_fn(_config('focal'))
+    losses.make_loss_fn(_config('dice'))
   with pytest.raises(ValueError, match='batch_weighting'):
     losses.make_loss_fn(_config('label_relaxation', batch_weighting='batch'))
   cfg = ml_collections.ConfigDict({'name': 'cross_entropy'})

@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxseg.convert import torch_layout
 from jaxseg.models import create_model, list_models
-from jaxseg.models import conv_algorithms, layers
+from jaxseg.models import conv_algorithms, interpolate, layers
 
 TINY = 0.125
 ALL = ["DeepWV3Plus", "DeepSRNX50V3PlusD_m1", "DeepSRNX101V3PlusD_m1", "DeepR50V3PlusD_m1",
@@ -218,7 +218,7 @@ def test_upsample_matches_torch_align_corners():
     x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
     want = torch.nn.functional.interpolate(torch.from_numpy(x), size=(oh, ow), mode="bilinear",
                                            align_corners=True).numpy()
-    resize = jax.jit(layers.resize_bilinear_align_corners, static_argnums=1)
+    resize = jax.jit(interpolate.resize_bilinear_align_corners, static_argnums=1)
     got = resize(jnp.asarray(x.transpose(0, 2, 3, 1)), (oh, ow))
     np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want, rtol=1e-6, atol=1e-6)
 

@@ -106,8 +106,9 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
   for group in ("params", "batch_stats"):
     assert sorted(a[group]) == sorted(b[group])
     for key in a[group]:
-      # Equal up to the summation order of the cross-process (gloo) all-reduce.
-      np.testing.assert_allclose(a[group][key], b[group][key], rtol=1e-4, atol=1e-6,
+      # Equal up to the summation order of the cross-process (gloo) all-reduce: after 3 steps
+      # at lr 0.01 that reaches ~1e-6 absolute on O(0.1) weights (a bug moves them by >1e-3).
+      np.testing.assert_allclose(a[group][key], b[group][key], rtol=1e-4, atol=5e-6,
                                  err_msg=f"{group}/{key}")
   metrics = [json.loads((tmp_path / r / "eval" / "metrics.json").read_text())
              for r in ("multi", "single")]

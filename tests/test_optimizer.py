@@ -176,3 +176,45 @@ def test_update_without_step_is_refused():
   params = {"w": jnp.ones(3)}
   with pytest.raises(ValueError, match="step="):
     tx.update(params, tx.init(params), params)
+
+
+def test_lr_multipliers_match_torch_param_groups():
+  """semseg's two groups: trunk at lr, new layers at 10 x lr (same momentum / weight decay)."""
+  c = _config(name="constant", max_epoch=-1)
+  c.optimizer.lr_multipliers = "cls=10,aux=10"
+  tx, _ = optimizer_lib.create_optimizer(c, 10)
+  rng = np.random.default_rng(0)
+  init = {k: rng.standard_normal(4).astype(np.float32)
+          for k in ("layer1/0/kernel", "cls/4/kernel", "aux/4/bias")}
+  tparams = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
+  opt = torch.optim.SGD([{"params": [tparams["layer1/0/kernel"]], "lr": 0.01},
+                         {"params": [tparams["cls/4/kernel"], tparams["aux/4/bias"]],
+                          "lr": 0.1}], lr=0.01, momentum=0.9, weight_decay=1e-4)
+  params = jax.tree.map(jnp.asarray, init)
+  state = tx.init(params)
+  for step in range(3):
+    g = {k: rng.standard_normal(4).astype(np.float32) for k in init}
+    opt.zero_grad()
+    for k, p in tparams.items():
+      p.grad = torch.tensor(g[k])
+    opt.step()
+    updates, state = tx.update(jax.tree.map(jnp.asarray, g), state, params, step=step)
+    params = optax.apply_updates(params, updates)
+  for k in init:
+    np.testing.assert_allclose(np.asarray(params[k]), tparams[k].detach().numpy(), rtol=2e-6,
+                               atol=1e-7, err_msg=k)
+
+
+@pytest.mark.parametrize("text,match", [("cls:10", "module=factor"), ("cls=x", "module=factor"),
+                                        ("nope=10", "does not have")])
+def test_lr_multipliers_errors(text, match):
+  c = _config(name="constant", max_epoch=-1)
+  c.optimizer.lr_multipliers = text
+  params = {"cls/4/kernel": jnp.ones(3)}
+  if match == "module=factor":
+    with pytest.raises(ValueError, match=match):
+      optimizer_lib.create_optimizer(c, 10)
+    return
+  tx, _ = optimizer_lib.create_optimizer(c, 10)
+  with pytest.raises(ValueError, match=match):
+    tx.update(params, tx.init(params), params, step=0)

@@ -9,6 +9,7 @@ mechanical:
   (..., 'bias')                     '....bias'
   (..., 'scale')                    '....weight'        1-D              BatchNorm
   (..., 'mean') / (..., 'var')      '....running_mean' / '....running_var'
+  (..., 'v')                        '....v'             1-D              EvoNorm-S0
   (nothing)                         '....num_batches_tracked' (consumed, ignored)
 
 Integer path entries are nnx.List indices, i.e. torch Sequential indices.
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -26,7 +27,7 @@ import numpy as np
 from flax import nnx
 
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
-                  "var": "running_var"}
+                  "var": "running_var", "v": "v"}  # v: EvoNorm-S0 (timm EvoNorm2dS0)
 _NBT = "num_batches_tracked"
 # The segmentation classifier (last conv of `final`); its out-channels = num_classes.
 CLASSIFIER_KEY = "final.6.weight"
@@ -73,7 +74,7 @@ def path_for_torch_key(key: str, ndim: int) -> tuple[Any, ...]:
     leaf = "mean"
   elif leaf == "running_var":
     leaf = "var"
-  elif leaf != "bias":
+  elif leaf not in ("bias", "v"):
     raise ValueError(f"path_for_torch_key: unsupported torch entry {key!r}")
   return tuple(int(p) if p.isdigit() else p for p in head) + (leaf,)
 
@@ -268,17 +269,19 @@ def model_state_shapes(model: nnx.Module, *, prefix: str = "",
 # ---------------------------------------------------------------------------------------------
 # ImageNet trunk checkpoints (how deepv3.py / SEresnext.py / Resnet.py build their trunks).
 
-TRUNK_FORMATS = ("wider_resnet38", "torchvision_resnet", "cadene_se_resnext")
+TRUNK_FORMATS = ("wider_resnet38", "torchvision_resnet", "cadene_se_resnext", "semseg_resnet")
 _TRUNK_PREFIXES = {
     "wider_resnet38": tuple(f"mod{i}." for i in range(1, 8)),
     "torchvision_resnet": tuple(f"layer{i}." for i in range(5)),
     "cadene_se_resnext": tuple(f"layer{i}." for i in range(5)),
+    "semseg_resnet": tuple(f"layer{i}." for i in range(5)),
 }
 # Checkpoint entries that exist in the ImageNet files but are not part of the trunk.
 _TRUNK_UNUSED = {
     "wider_resnet38": re.compile(r"^(bn_out|classifier)\."),
     "torchvision_resnet": re.compile(r"^fc\."),
     "cadene_se_resnext": re.compile(r"^last_linear\."),
+    "semseg_resnet": re.compile(r"^fc\."),
 }
 
 
@@ -291,6 +294,36 @@ def _torchvision_key(key: str) -> str | None:
   return key
 
 
+# torchvision's segmentation models (DeepLabV3R50/R101) keep the ImageNet ResNet whole, minus
+# avgpool / fc, under `backbone.` (IntermediateLayerGetter).
+_BACKBONE = "backbone."
+
+
+def _trunk_layout(trunk_format: str, model_keys: Iterable[str]
+                  ) -> tuple[tuple[str, ...], Callable[[str], str | None]]:
+  """(the model's trunk key prefixes, checkpoint key -> model key) of a trunk file's format.
+
+  A torchvision ImageNet ResNet maps onto whichever layout the model has: its keys under
+  `backbone.` (torchvision DeepLabV3) or conv1 / bn1 as layer0.0 / layer0.1 (DeepV3Plus).
+  """
+  if trunk_format == "torchvision_resnet" and any(k.startswith(_BACKBONE) for k in model_keys):
+    return (_BACKBONE,), lambda k: _BACKBONE + k
+  key_map = {"torchvision_resnet": _torchvision_key,
+             "semseg_resnet": _semseg_key}.get(trunk_format, lambda k: k)
+  return _TRUNK_PREFIXES[trunk_format], key_map
+
+
+# hszhao/semseg resnet*_v2.pth (deep_base stem): PSPNet / PSANet's layer0 = Sequential(conv1,
+# bn1, relu, conv2, bn2, relu, conv3, bn3, relu, maxpool).
+_SEMSEG_STEM = {"conv1.": "layer0.0.", "bn1.": "layer0.1.", "conv2.": "layer0.3.",
+                "bn2.": "layer0.4.", "conv3.": "layer0.6.", "bn3.": "layer0.7."}
+
+
+def _semseg_key(key: str) -> str | None:
+  head, dot, rest = key.partition(".")
+  return _SEMSEG_STEM.get(head + dot, head + dot) + rest
+
+
 def detect_trunk_format(state_dict: Mapping[str, Any], strip_prefix: str = "module.") -> str:
   """Guesses the ImageNet checkpoint layout from its keys."""
   keys = {k[len(strip_prefix):] if strip_prefix and k.startswith(strip_prefix) else k
@@ -299,6 +332,8 @@ def detect_trunk_format(state_dict: Mapping[str, Any], strip_prefix: str = "modu
     return "wider_resnet38"
   if any(k.startswith("layer0.conv1.") for k in keys):
     return "cadene_se_resnext"
+  if "conv3.weight" in keys and any(k.startswith("layer1.") for k in keys):
+    return "semseg_resnet"
   if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
     return "torchvision_resnet"
   raise ValueError("detect_trunk_format: keys match none of " + ", ".join(TRUNK_FORMATS)
@@ -311,8 +346,11 @@ def load_trunk_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
   """Initialises the trunk of a segmentation model from an ImageNet checkpoint.
 
   trunk_format: 'wider_resnet38' (wider_resnet38.pth.tar: `module.mod1..mod7`, plus
-  unused `bn_out`, `classifier.fc`), 'torchvision_resnet' (conv1/bn1 -> layer0.0/1,
-  unused `fc`), 'cadene_se_resnext' (layer0..layer4, unused `last_linear`) or 'auto'.
+  unused `bn_out`, `classifier.fc`), 'torchvision_resnet' (conv1/bn1 -> layer0.0/1, or
+  every key under `backbone.` when the model keeps its ResNet there, as torchvision's
+  DeepLabV3 does; unused `fc`), 'cadene_se_resnext' (layer0..layer4, unused `last_linear`),
+  'semseg_resnet' (hszhao/semseg resnet*_v2.pth: conv1/bn1/conv2/bn2/conv3/bn3 ->
+  layer0.0/1/3/4/6/7, unused `fc`) or 'auto'.
   Only the model's trunk entries are written; the head keeps its initialisation.
   Report: `missing` = trunk entries absent from the checkpoint, `ignored` = known
   unused checkpoint entries (and num_batches_tracked), `unexpected` = others.
@@ -322,13 +360,12 @@ def load_trunk_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
   if trunk_format not in TRUNK_FORMATS:
     raise ValueError(f"load_trunk_state_dict: trunk_format must be 'auto' or one of "
                      f"{TRUNK_FORMATS}, got {trunk_format!r}")
-  prefixes = _TRUNK_PREFIXES[trunk_format]
   entries = _model_entries(model)
+  prefixes, key_map = _trunk_layout(trunk_format, entries)
   if not any(k.startswith(prefixes) for k in entries):
     raise ValueError(f"load_trunk_state_dict: the model has no {trunk_format} trunk entries "
                      f"(expected keys starting with {prefixes})")
   sd = _strip(state_dict, strip_prefix)
-  key_map = _torchvision_key if trunk_format == "torchvision_resnet" else (lambda k: k)
   unused = _TRUNK_UNUSED[trunk_format]
   report = LoadReport()
   _load_entries(model, sd, report, key_map=key_map, allowed_extra=lambda k: bool(unused.match(k)),

@@ -11,7 +11,7 @@ from ml_collections import config_dict
 # Eval-time resize policies (see transforms.eval_resize).
 EVAL_RESIZE_POLICIES = ('none', 'height_crop_pad', 'fixed')
 DATASET_NAMES = ('synthetic', 'camvid', 'cityscapes', 'mapillary', 'kitti',
-                 'folder', 'tfds')
+                 'folder', 'tfds', 'ade20k', 'voc', 'pascal_context', 'multi')
 ON_BAD_INPUT = ('error', 'skip')
 
 
@@ -56,8 +56,32 @@ def data_config() -> ml_collections.ConfigDict:
   c.flip = True  # Random horizontal flip, p = 0.5.
   c.color_aug = 0.0  # ColorJitter brightness/contrast/saturation/hue.
   c.gblur = False  # Random Gaussian blur, sigma in [0.15, 1.3].
-  c.rotate = 0.0  # Random rotation in [-rotate, rotate] degrees (0 = off).
+  # Random rotation in [-rotate, rotate] degrees (0 = off), before the crop,
+  # as semseg / MSeg's RandRotate (their recipes: rotate=10).
+  c.rotate = 0.0
+  c.rotate_prob = 0.5  # Share of rotated samples (semseg's p).
+  # Image fill of the rotated-in corners, RGB 0..255 (default: the ImageNet
+  # mean, as semseg / MSeg); labels are filled with 255.
+  c.rotate_pad_value = (123.675, 116.28, 103.53)
   c.pad_image_value = 0  # Image fill when padding a crop (labels: 255).
+
+  # --- Sample mixing, after the augmentation (mixing.py, copy_blob.py). ------
+  # The partner of a sample is another position of the same epoch, drawn from
+  # (seed, epoch, position) and augmented as it is there: resume stays exact.
+  # CutMix: paste a box of the partner (area share ~ Beta(alpha, alpha)).
+  c.cutmix_prob = 0.0
+  c.cutmix_alpha = 1.0
+  # CopyBlob: paste connected blobs of rare classes of the partner whose
+  # bottom edge lands on an allowed context class. copyblob_rules: a built-in
+  # rule table ('cityscapes', 'camvid'), a JSON file {"wall": ["sidewalk"]}
+  # (class names of the dataset's class table), or '' = the dataset's own
+  # built-in table (cityscapes, kitti, tfds, camvid).
+  c.copyblob_prob = 0.0
+  c.copyblob_rules = ''
+  c.copyblob_max_blobs = 3  # Blobs pasted per sample at most.
+  c.copyblob_min_pixels = 50  # Smaller blobs (fragments) are not pasted.
+  # Share of a blob's bottom-edge pixels that must land on context.
+  c.copyblob_support = 0.9
 
   # --- Evaluation size. ------------------------------------------------------
   # 'none': native size; 'height_crop_pad': resize to height eval_size then
@@ -96,6 +120,14 @@ def data_config() -> ml_collections.ConfigDict:
   c.synthetic.height = 64
   c.synthetic.width = 128
   c.synthetic.seed = 0
+
+  # --- PASCAL VOC / Context, multi-dataset (datasets/voc.py, pascal_context.py, multi.py).
+  c.voc_aug_source = 'auto'  # train_aug SBD labels: 'auto' | 'png' | 'sbd' (.mat)
+  c.sbd_root = config_dict.placeholder(str)  # SBD benchmark_RELEASE (voc_aug_source='sbd')
+  c.pascal_context_classes = 59  # 59 (background ignored) or 60
+  c.multi = ml_collections.ConfigDict()
+  c.multi.taxonomy = 'universal'  # taxonomies/<name>/ or a folder path
+  c.multi.sources = ml_collections.ConfigDict()  # {key: {root, repeat, weight, ...}}
   return c
 
 
@@ -128,5 +160,31 @@ def validate(data_cfg: ml_collections.ConfigDict) -> None:
     bad('color_aug', 'in [0, 0.5]')
   if data_cfg.rotate < 0:
     bad('rotate', '>= 0 degrees')
+  if not 0.0 <= data_cfg.rotate_prob <= 1.0:
+    bad('rotate_prob', 'in [0, 1]')
+  pad = data_cfg.rotate_pad_value
+  if (not isinstance(pad, (tuple, list)) or len(pad) != 3 or
+      not all(isinstance(v, (int, float)) and 0 <= v <= 255 for v in pad)):
+    bad('rotate_pad_value', 'an (R, G, B) triple of numbers in [0, 255]')
+  for key in ('cutmix_prob', 'copyblob_prob'):
+    if not 0.0 <= data_cfg[key] <= 1.0:
+      bad(key, 'in [0, 1]')
+  if data_cfg.cutmix_alpha <= 0:
+    bad('cutmix_alpha', '> 0 (the Beta distribution parameter)')
+  if data_cfg.copyblob_max_blobs < 1:
+    bad('copyblob_max_blobs', '>= 1')
+  if data_cfg.copyblob_min_pixels < 1:
+    bad('copyblob_min_pixels', '>= 1')
+  if not 0.0 < data_cfg.copyblob_support <= 1.0:
+    bad('copyblob_support', 'in (0, 1]')
+  if data_cfg.copyblob_prob > 0:
+    # Only the rule table's form here; its class names are checked against
+    # the dataset's class table when the train loader is built.
+    from jaxseg.input_pipeline import copy_blob  # pylint: disable=g-import-not-at-top
+    try:
+      copy_blob.load_rule_names(copy_blob.rules_spec(
+          str(data_cfg.copyblob_rules), str(data_cfg.name)))
+    except ValueError as e:
+      raise ValueError(f'data config: copyblob_rules: {e}') from None
   if data_cfg.num_workers < 0:
     bad('num_workers', '>= 0')

@@ -10,6 +10,11 @@ do not depend on the process count, worker count or threads. The iterator's
 state is the number of batches it has yielded ({'step': k, ...}, JSON), from
 which a new loader rebuilds the same stream.
 
+Optional sample mixing (CopyBlob, CutMix; mixing.py, copy_blob.py) follows the
+augmentation: a mixed sample's partner is another position of the same epoch
+drawn from (seed, epoch, position), read and augmented as it is there, so
+mixing keeps all of the above.
+
 Batches are uint8: {'image': (B, H, W, 3), 'label': (B, H, W)}; normalisation
 happens on device.
 """
@@ -25,7 +30,9 @@ import grain
 import ml_collections
 import numpy as np
 
+from jaxseg.input_pipeline import copy_blob
 from jaxseg.input_pipeline import defaults
+from jaxseg.input_pipeline import mixing
 from jaxseg.input_pipeline import sampling
 from jaxseg.input_pipeline import transforms
 
@@ -66,6 +73,14 @@ def dataset_info(data_cfg: ml_collections.ConfigDict) -> DatasetInfo:
 
 
 # ---------------------------------------------------------------- training --
+def _element(plan: sampling.SamplingPlan, epoch: int, pos: int) -> dict[str, Any]:
+  """Which sample (and centroid) sits at position `pos` of `epoch`."""
+  ep = plan.epoch(epoch)
+  cx, cy = (int(v) for v in ep.centroid[pos])
+  return {'index': int(ep.index[pos]), 'centroid': (cx, cy) if cx >= 0 else None,
+          'epoch': epoch, 'step': pos // plan.global_batch, 'pos': pos}
+
+
 class _TrainIndex(grain.MapDataset):
   """Infinite per-process index -> which sample (and seed) to produce."""
 
@@ -90,10 +105,7 @@ class _TrainIndex(grain.MapDataset):
     local_step, j = divmod(int(index), self._b)
     epoch, step = self._plan.locate(self._start + local_step)
     pos = step * self._plan.global_batch + self._p * self._b + j
-    ep = self._plan.epoch(epoch)
-    cx, cy = (int(v) for v in ep.centroid[pos])
-    return {'index': int(ep.index[pos]), 'centroid': (cx, cy) if cx >= 0 else None,
-            'epoch': epoch, 'step': step, 'pos': pos}
+    return _element(self._plan, epoch, pos)
 
 
 def load_with_skip(source, index: int,
@@ -132,7 +144,34 @@ class _LoadAndAugment:
     image, label = transforms.train_transform(sample['image'], sample['label'],
                                               rng, self._params, centroid)
     return {'image': image, 'label': label, '_epoch': el['epoch'],
-            '_step': el['step'], '_skipped': int(skipped > 0)}
+            '_step': el['step'], '_pos': el['pos'], '_skipped': int(skipped > 0)}
+
+
+class _PlanPartners:
+  """mixing.PartnerSource over the sampling plan: partners are read and
+  augmented exactly as at their own epoch position."""
+
+  def __init__(self, plan: sampling.SamplingPlan, load: _LoadAndAugment):
+    self._plan = plan
+    self._load = load
+
+  def epoch_size(self, epoch: int) -> int:
+    return self._plan.epoch_size(epoch)
+
+  def sample_at(self, epoch: int, pos: int) -> dict[str, Any]:
+    return self._load(_element(self._plan, epoch, pos))
+
+
+def _mixers(data_cfg, table) -> list[mixing.Mixer]:
+  """The configured mixers, in the order they apply: CopyBlob pastes rare
+  objects into the sample's own scene, then CutMix swaps a box."""
+  mixers = []
+  if data_cfg.copyblob_prob > 0:
+    mixers.append(copy_blob.from_config(data_cfg, table))
+  if data_cfg.cutmix_prob > 0:
+    mixers.append(mixing.CutMix(float(data_cfg.cutmix_prob),
+                                float(data_cfg.cutmix_alpha)))
+  return mixers
 
 
 class _TrainIterator(grain.DatasetIterator):
@@ -160,6 +199,7 @@ class _TrainIterator(grain.DatasetIterator):
     self._step += 1
     epoch = int(batch.pop('_epoch')[0])
     step = int(batch.pop('_step')[0])
+    batch.pop('_pos')
     self._skipped += int(np.sum(batch.pop('_skipped')))
     if step == self._plan.steps(epoch) - 1:
       if self._skipped:
@@ -235,6 +275,8 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
   plan = sampling.make_plan(data_cfg, global_batch_size, seed, dataset)
   params = transforms.AugmentParams.from_config(data_cfg)
   load = _LoadAndAugment(plan.source, params, int(seed), str(data_cfg.on_bad_input))
+  mixers = _mixers(data_cfg, plan.source.table)
+  partners = _PlanPartners(plan, load)
   read_options = _read_options(data_cfg)
   mp_options = None
   if data_cfg.num_workers > 0:
@@ -244,8 +286,10 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
         per_worker_buffer_size=int(data_cfg.worker_buffer_size))
 
   def make_pipeline(start_step: int) -> grain.IterDataset:
-    ds = (_TrainIndex(plan, p, b, start_step).map(load)
-          .batch(b, drop_remainder=True).to_iter_dataset(read_options))
+    ds = _TrainIndex(plan, p, b, start_step).map(load)
+    if mixers:
+      ds = mixing.MixWithPartner(ds, partners, mixers, int(seed))
+    ds = ds.batch(b, drop_remainder=True).to_iter_dataset(read_options)
     if mp_options is not None:
       ds = ds.mp_prefetch(mp_options, worker_init_fn=_worker_init)
     return ds
@@ -297,10 +341,17 @@ class _EvalElement:
           f'{self._expect_hw[1]}: set data.eval_pad_height/eval_pad_width or '
           'data.eval_resize so that eval batches have one shape.')
     # A replaced bad sample would count another image twice: not valid.
-    return {'image': np.ascontiguousarray(image),
-            'label': np.ascontiguousarray(label),
-            'valid': bool(valid and skipped == 0),
-            'name': sample['name'] if valid else ''}
+    out = {'image': np.ascontiguousarray(image),
+           'label': np.ascontiguousarray(label),
+           'valid': bool(valid and skipped == 0),
+           'name': sample['name'] if valid else ''}
+    if 'instance' in sample and self._policy == 'none':
+      # Cityscapes instance ids for nIoU (train_lib/metrics.py) at native size; -1 = none.
+      inst = sample['instance']
+      out['instance'] = np.pad(inst, ((0, image.shape[0] - inst.shape[0]),
+                                      (0, image.shape[1] - inst.shape[1])),
+                               constant_values=-1)
+    return out
 
 
 def build_eval_loader(data_cfg: ml_collections.ConfigDict, *, batch_size: int,

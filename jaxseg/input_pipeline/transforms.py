@@ -3,9 +3,18 @@
 Mirrors the original training pipeline (datasets/__init__.py setup_loaders,
 transforms/joint_transforms.py, transforms/transforms.py):
 
-  RandomSizeAndCrop (scale in [scale_min, scale_max], bicubic image / nearest
-  label, pad to the crop, random or centroid-covering crop) -> horizontal flip
-  -> [rotation, not in the original recipes] -> ColorJitter -> Gaussian blur.
+  RandomSizeAndCrop's scale (scale in [scale_min, scale_max], bicubic image /
+  nearest label) -> [rotation] -> RandomSizeAndCrop's crop (pad to the crop,
+  random or centroid-covering crop) -> horizontal flip -> ColorJitter ->
+  Gaussian blur.
+
+The optional rotation is not in the NVIDIA recipes; it is hszhao/semseg's and
+MSeg's RandRotate (util/transform.py), applied where they apply it: to the
+scaled image before the crop, with probability `rotate_prob`, an angle drawn
+uniformly from [-rotate, rotate], cv2.warpAffine about (w/2, h/2), bilinear
+image padded with the ImageNet mean, nearest label padded with 255. semseg
+rotates float32 images; here they stay uint8 (OpenCV rounds: within one grey
+level of semseg's values).
 
 Images are uint8 HxWx3 RGB, labels uint8 HxW train ids with 255 = ignore.
 Normalisation happens on device, so everything here stays uint8.
@@ -26,6 +35,8 @@ import numpy as np
 from jaxseg.input_pipeline.color import color_jitter
 
 IGNORE = 255
+# semseg / MSeg pad rotated images with the ImageNet mean (RGB, 0..255 scale).
+IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 
 Centroid = Optional[Sequence[int]]  # (x, y) in full-image pixels.
 Pair = tuple[np.ndarray, np.ndarray]  # (image, label)
@@ -42,6 +53,8 @@ class AugmentParams:
   color_aug: float = 0.0
   gblur: bool = False
   rotate: float = 0.0
+  rotate_prob: float = 0.5
+  rotate_pad_value: tuple[float, float, float] = IMAGENET_MEAN_RGB
   pad_image_value: int = 0
 
   @classmethod
@@ -52,6 +65,9 @@ class AugmentParams:
                pre_size=int(data_cfg.pre_size), flip=bool(data_cfg.flip),
                color_aug=float(data_cfg.color_aug),
                gblur=bool(data_cfg.gblur), rotate=float(data_cfg.rotate),
+               rotate_prob=float(data_cfg.rotate_prob),
+               rotate_pad_value=tuple(float(v) for v in
+                                      data_cfg.rotate_pad_value),
                pad_image_value=int(data_cfg.pad_image_value))
 
 
@@ -137,24 +153,69 @@ def random_hflip(image: np.ndarray, label: np.ndarray,
   return image, label
 
 
-def random_rotate(image: np.ndarray, label: np.ndarray,
-                  rng: np.random.Generator, degrees: float,
-                  pad_value: int = 0) -> Pair:
-  """Rotates by U(-degrees, degrees) counter-clockwise about the centre.
+def rotation_matrix(hw: tuple[int, int], angle: float) -> np.ndarray:
+  """2x3 affine of a counter-clockwise rotation by `angle` degrees.
 
-  Same size out (PIL rotate(expand=False)); the image is bicubic with
-  `pad_value` fill, the label nearest with 255 fill.
+  About (w/2, h/2) in OpenCV pixel coordinates, exactly as semseg's
+  RandRotate calls cv2.getRotationMatrix2D (half a pixel from the true
+  centre; kept so that results match semseg / MSeg bit for bit).
   """
-  angle = rng.random() * 2 * degrees - degrees
-  h, w = image.shape[:2]
-  # PIL rotates about (w/2, h/2) in corner coordinates = pixel (w-1)/2.
-  m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), angle, 1.0)
-  image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_CUBIC,
+  h, w = hw
+  return cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1)
+
+
+def draw_rotation(rng: np.random.Generator, degrees: float,
+                  prob: float = 1.0) -> Optional[float]:
+  """RandRotate's draws: None with probability 1 - prob, else the angle.
+
+  prob >= 1 draws no coin (one RNG draw per call, as NVIDIA's RandomRotate).
+  """
+  if prob < 1.0 and not rng.random() < prob:
+    return None
+  return -degrees + 2 * degrees * rng.random()
+
+
+def _fill(value) -> tuple[float, float, float]:
+  if np.ndim(value) == 0:
+    return (float(value),) * 3
+  return tuple(float(v) for v in value)
+
+
+def rotate_pair(image: np.ndarray, label: np.ndarray, matrix: np.ndarray,
+                pad_value=IMAGENET_MEAN_RGB) -> Pair:
+  """Warps image (bilinear, `pad_value` fill) and label (nearest, 255 fill).
+
+  `pad_value` is one number or an RGB triple; OpenCV rounds it to uint8.
+  """
+  h, w = label.shape
+  image = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=(pad_value,) * 3)
-  label = cv2.warpAffine(label, m, (w, h), flags=cv2.INTER_NEAREST,
+                         borderValue=_fill(pad_value))
+  label = cv2.warpAffine(label, matrix, (w, h), flags=cv2.INTER_NEAREST,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=IGNORE)
   return image, label
+
+
+def random_rotate(image: np.ndarray, label: np.ndarray,
+                  rng: np.random.Generator, degrees: float,
+                  pad_value=IMAGENET_MEAN_RGB, prob: float = 1.0) -> Pair:
+  """semseg's RandRotate([-degrees, degrees], padding=pad_value, p=prob)."""
+  angle = draw_rotation(rng, degrees, prob)
+  if angle is None:
+    return image, label
+  m = rotation_matrix(label.shape, angle)
+  return rotate_pair(np.ascontiguousarray(image), np.ascontiguousarray(label),
+                     m, pad_value)
+
+
+def _rotate_point(matrix: np.ndarray, point: Centroid,
+                  hw: tuple[int, int]) -> Centroid:
+  """Maps a centroid through the rotation (clamped into the image)."""
+  if point is None:
+    return None
+  x, y = matrix @ np.array([point[0], point[1], 1.0])
+  return (int(np.clip(round(x), 0, hw[1] - 1)),
+          int(np.clip(round(y), 0, hw[0] - 1)))
 
 
 # -------------------------------------------------------------------- blur --
@@ -188,14 +249,18 @@ def train_transform(image: np.ndarray, label: np.ndarray,
   image, label, centroid = random_scale(image, label, rng, params.scale_min,
                                         params.scale_max, params.pre_size,
                                         centroid)
+  if params.rotate > 0:
+    angle = draw_rotation(rng, params.rotate, params.rotate_prob)
+    if angle is not None:
+      m = rotation_matrix(label.shape, angle)
+      image, label = rotate_pair(np.ascontiguousarray(image),
+                                 np.ascontiguousarray(label), m,
+                                 params.rotate_pad_value)
+      centroid = _rotate_point(m, centroid, label.shape)
   image, label = crop(image, label, params.crop_hw, rng, centroid,
                       params.pad_image_value)
   if params.flip:
     image, label = random_hflip(image, label, rng)
-  if params.rotate > 0:
-    image, label = random_rotate(np.ascontiguousarray(image),
-                                 np.ascontiguousarray(label), rng,
-                                 params.rotate, params.pad_image_value)
   if params.color_aug > 0:
     a = params.color_aug
     image = color_jitter(image, rng, a, a, a, a)

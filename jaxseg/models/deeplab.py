@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxseg.models.layers import (Conv2d, ReLU, apply_layers,
-                                  resize_bilinear_align_corners, scale_width)
+from jaxseg.models.interpolate import resize_bilinear_align_corners
+from jaxseg.models.layers import Conv2d, ReLU, apply_layers, scale_width
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import make_resnet_trunk
 from jaxseg.models.seresnext import make_seresnext_trunk

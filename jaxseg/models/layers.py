@@ -272,37 +272,3 @@ class NamedSequential(nnx.Module):
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     return apply_layers([getattr(self, n) for n in self.layer_names], x, train=train, rngs=rngs)
 
-
-def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Indices i0, i1 and weight of i1 for align_corners=True, in torch's float32 arithmetic."""
-  scale = np.float32(in_size - 1) / np.float32(out_size - 1) if out_size > 1 else np.float32(0)
-  src = np.float32(scale) * np.arange(out_size, dtype=np.float32)
-  i0 = np.minimum(src.astype(np.int64), in_size - 1)
-  i1 = np.where(i0 < in_size - 1, i0 + 1, i0)
-  lam = (src - i0.astype(np.float32)).astype(np.float32)
-  return i0, i1, lam
-
-
-def resize_bilinear_align_corners(x: jax.Array, size: Sequence[int]) -> jax.Array:
-  """Bilinear resize of NHWC `x` to `size`=(H, W) with torch `align_corners=True`.
-
-  Separable two-tap gathers, computed in float32 (the original runs Upsample in
-  float32 under apex amp); exact for any sizes including 1x1 sources/targets.
-  """
-  out_h, out_w = int(size[0]), int(size[1])
-  in_dtype = x.dtype
-  y = x.astype(jnp.float32)
-  if (y.shape[1], y.shape[2]) == (out_h, out_w):
-    return x
-  for axis, out in ((1, out_h), (2, out_w)):
-    in_size = y.shape[axis]
-    if in_size == out:
-      continue
-    i0, i1, lam = _linear_taps(in_size, out)
-    shape = [1, 1, 1, 1]
-    shape[axis] = out
-    w1 = jnp.asarray(lam).reshape(shape)
-    a = jnp.take(y, jnp.asarray(i0), axis=axis)
-    b = jnp.take(y, jnp.asarray(i1), axis=axis)
-    y = a * (1 - w1) + b * w1
-  return y.astype(in_dtype)

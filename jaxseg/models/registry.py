@@ -11,14 +11,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxseg.models import deeplab
+from jaxseg.models import deeplabv3, hrnet
+from jaxseg.models import pspnet, psanet
 from jaxseg.models.resnet import default_cfg
 from jaxseg.models.spec import ModelSpec
 
 # Overrides every model accepts: they become the layer-construction cfg.
-_CFG_OVERRIDES = ("precision", "conv_impl", "norm")
+_CFG_OVERRIDES = ("precision", "conv_impl", "norm", "norm_groups")
 
 _FAMILIES: tuple[dict[str, ModelSpec], ...] = (
     deeplab.MODELS,
+    deeplabv3.MODELS, hrnet.MODELS,
+    pspnet.MODELS, psanet.MODELS,
 )
 
 
@@ -80,4 +84,6 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
                     precision=overrides.pop("precision", None),
                     conv_impl=overrides.pop("conv_impl", "auto"),
                     norm=overrides.pop("norm", "batch"))
+  # Group count of norm='group' / 'evonorm_s0' (jaxseg.models.norms), read from the cfg.
+  cfg["norm_groups"] = int(overrides.pop("norm_groups", 32))
   return spec.build(num_classes, cfg=cfg, rngs=rngs, **overrides)

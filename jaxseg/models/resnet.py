@@ -3,6 +3,13 @@
 The segmentation model keeps `layer0 = Sequential(conv1, bn1, relu, maxpool)` and
 `layer1..layer4`, so the state-dict keys are `layer0.0.weight`, `layer0.1.*`,
 `layer1.0.conv1.weight`, `layer1.0.downsample.0.weight`, ...
+
+`deep_stem=True` builds hszhao/semseg's `model/resnet.py` (`deep_base=True`) instead:
+`layer0 = Sequential(conv1 3x3/2 3->64, bn1, relu, conv2 3x3 64->64, bn2, relu,
+conv3 3x3 64->128, bn3, relu, maxpool)` (keys `layer0.0`, `.1`, `.3`, `.4`, `.6`, `.7`) and
+layer1 starting from 128 channels. semseg dilates layer3/layer4 after construction (every
+`conv2`: stride 1, dilation = padding = 2 / 4; `downsample.0`: stride 1), which is the
+output-stride-8 schedule below with the downsample branches of the nominal (stride 2) stages.
 """
 from __future__ import annotations
 
@@ -81,7 +88,7 @@ class BasicBlock(nnx.Module):
 
 
 RESNET_DEPTHS = {18: (BasicBlock, (2, 2, 2, 2)), 50: (Bottleneck, (3, 4, 6, 3)),
-                 101: (Bottleneck, (3, 4, 23, 3))}
+                 101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}
 
 
 def stage_schedule(output_stride: int) -> dict[int, tuple[int, int]]:
@@ -97,29 +104,47 @@ def stage_schedule(output_stride: int) -> dict[int, tuple[int, int]]:
   raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
 
 
+def _stem(width_multiplier: float, deep_stem: bool, cfg: dict[str, Any],
+          rngs: nnx.Rngs) -> tuple[nnx.List, int]:
+  """layer0 and its output channels: torchvision 7x7 stem or semseg's deep 3x3 stem."""
+  w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
+  if not deep_stem:
+    return nnx.List([_conv(3, w(64), 7, stride=2, padding=3, cfg=cfg, rngs=rngs),
+                     _bn(w(64), cfg), ReLU(), MaxPool2d(3, 2, padding=1)]), w(64)
+  # semseg reuses one ReLU module three times; stateless here, so one per slot.
+  return nnx.List([_conv(3, w(64), 3, stride=2, padding=1, cfg=cfg, rngs=rngs),
+                   _bn(w(64), cfg), ReLU(),
+                   _conv(w(64), w(64), 3, padding=1, cfg=cfg, rngs=rngs), _bn(w(64), cfg), ReLU(),
+                   _conv(w(64), w(128), 3, padding=1, cfg=cfg, rngs=rngs), _bn(w(128), cfg),
+                   ReLU(), MaxPool2d(3, 2, padding=1)]), w(128)
+
+
 def make_resnet_trunk(depth: int, *, output_stride: int, width_multiplier: float,
-                      cfg: dict[str, Any], rngs: nnx.Rngs
+                      cfg: dict[str, Any], rngs: nnx.Rngs, deep_stem: bool = False
                       ) -> tuple[dict[str, nnx.Module], int, int]:
-  """layer0..layer4 of ResNet-`depth`; returns (modules, layer1 channels, layer4 channels)."""
+  """layer0..layer4 of ResNet-`depth`; returns (modules, layer1 channels, layer4 channels).
+
+  deep_stem: semseg's `deep_base` ResNet (3x3 stem, see the module docstring). Its stages
+  keep a downsample branch wherever the undilated network has stride 2 (semseg edits the
+  strides of an already built torchvision-style network), even at degenerate tiny widths.
+  """
   if depth not in RESNET_DEPTHS:
     raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
   block, counts = RESNET_DEPTHS[depth]
   sched = stage_schedule(output_stride)
-  stem = scale_width(64, width_multiplier)
-  modules: dict[str, nnx.Module] = {
-      "layer0": nnx.List([_conv(3, stem, 7, stride=2, padding=3, cfg=cfg, rngs=rngs),
-                          _bn(stem, cfg), ReLU(), MaxPool2d(3, 2, padding=1)])}
-  inplanes = stem
+  layer0, inplanes = _stem(width_multiplier, deep_stem, cfg, rngs)
+  modules: dict[str, nnx.Module] = {"layer0": layer0}
   skip_channels = 0
   for idx, (planes0, n) in enumerate(zip((64, 128, 256, 512), counts), start=1):
     planes = scale_width(planes0, width_multiplier)
     out = scale_width(planes0 * block.expansion, width_multiplier)
     stride, dilation = sched.get(idx, (1, 1))
+    nominal_stride = stride if not deep_stem else (1 if idx == 1 else 2)
     blocks = []
     for b in range(n):
       s = stride if b == 0 else 1
       downsample = None
-      if b == 0 and (s != 1 or inplanes != out):
+      if b == 0 and (s != 1 or nominal_stride != 1 or inplanes != out):
         downsample = nnx.List([_conv(inplanes, out, 1, stride=s, cfg=cfg, rngs=rngs),
                                _bn(out, cfg)])
       blocks.append(block(inplanes, planes, out, stride=s, dilation=dilation,

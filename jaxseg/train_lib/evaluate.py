@@ -1,13 +1,15 @@
 """Evaluation over a loader (one confusion matrix on device), its report and pictures."""
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
 import tqdm
+from absl import logging
 from jax.sharding import Mesh
 
 from jaxseg.train_lib import eval_outputs
@@ -21,16 +23,32 @@ _INT32_SAFE_PIXELS = 2**31 - 1
 EvalStep = Callable[[dict[str, Any], dict[str, jax.Array]], Any]
 
 
+@functools.lru_cache(maxsize=None)
+def _instance_counter(mesh: Mesh, classes: tuple[int, ...]) -> Callable[..., Any]:
+  # Replicated output: every process sees every image's instances (multi-host sums agree).
+  return jax.jit(functools.partial(metrics_lib.instance_counts, classes=classes),
+                 out_shardings=mesh_lib.replicated(mesh))
+
+
 def evaluate(eval_step: EvalStep, model_vars: dict[str, Any], batches: Iterable[dict[str, Any]],
              *, mesh: Mesh, num_classes: int, max_batches: int | None = None,
              on_batch: Callable[[dict[str, Any], dict[str, jax.Array]], None] | None = None,
-             progress: bool = True) -> tuple[dict[str, Any], np.ndarray]:
+             progress: bool = True,
+             instance_mean_sizes: Mapping[int, float] | None = None
+             ) -> tuple[dict[str, Any], np.ndarray]:
   """Accumulates one confusion matrix on device; returns (summary, int64 confusion).
 
   `eval_step(model_vars, arrays)` returns the batch's (K, K) counts, or (counts, preds); then
   `on_batch(batch, arrays)` finds the sharded predictions under arrays['pred'].
+
+  Batches with an 'instance' map (Cityscapes gtFine instanceIds, see
+  metrics.INSTANCE_SLOTS) and an eval step returning predictions also give the
+  instance-normalised IoU of cityscapesscripts (summary 'niou', 'mniou'), weighted by
+  `instance_mean_sizes` (train id -> mean instance size; default: Cityscapes' avgClassSize
+  for 19-class models).
   """
   device_total, host_total, pending = None, np.zeros((num_classes, num_classes), np.int64), 0
+  weighted, queued = None, None  # instance counts: fetched one batch late (no sync per batch)
   total = max_batches
   if total is None and hasattr(batches, "__len__"):
     total = len(batches)
@@ -44,6 +62,17 @@ def evaluate(eval_step: EvalStep, model_vars: dict[str, Any], batches: Iterable[
                                   mesh)
     out = eval_step(model_vars, arrays)
     counts, preds = out if isinstance(out, tuple) else (out, None)
+    if "instance" in batch:
+      if weighted is None:
+        weighted = _instance_weights(instance_mean_sizes, num_classes, preds is not None)
+      if weighted:
+        inst = mesh_lib.shard_batch({"instance": np.asarray(batch["instance"], np.int32)},
+                                    mesh)["instance"]
+        handles = _instance_counter(mesh, weighted.classes)(preds, inst,
+                                                            valid=arrays.get("valid"))
+        if queued is not None:
+          weighted.add(*jax.device_get(queued))
+        queued = handles
     pixels = int(np.prod(arrays["label"].shape))
     if device_total is not None and pending + pixels > _INT32_SAFE_PIXELS:
       host_total += np.asarray(jax.device_get(device_total), np.int64)
@@ -57,12 +86,33 @@ def evaluate(eval_step: EvalStep, model_vars: dict[str, Any], batches: Iterable[
       on_batch(batch, arrays)
   if not seen:
     raise ValueError("the evaluation loader produced no batches: check config.data eval split")
+  if queued is not None:
+    weighted.add(*jax.device_get(queued))
   if device_total is not None:
     host_total += np.asarray(jax.device_get(device_total), np.int64)
   if host_total.shape != (num_classes, num_classes):
     raise ValueError(f"eval_step returned a {host_total.shape} confusion matrix; expected "
                      f"({num_classes}, {num_classes})")
-  return metrics_lib.summarize(host_total), host_total
+  summary = metrics_lib.summarize(host_total)
+  if weighted:
+    summary = metrics_lib.add_instance_iou(summary, host_total, weighted)
+  return summary, host_total
+
+
+def _instance_weights(mean_sizes: Mapping[int, float] | None, num_classes: int,
+                      have_preds: bool) -> metrics_lib.InstanceWeightedCounts | bool:
+  """The nIoU accumulator, or False (logged) when it cannot be computed."""
+  if not have_preds:
+    logging.info("eval batches carry instance maps but the eval step returns no "
+                 "predictions: nIoU skipped")
+    return False
+  if mean_sizes is None:
+    if num_classes != 19:
+      raise ValueError(f"eval batches carry instance maps but no instance_mean_sizes were "
+                       f"given for a {num_classes}-class model (the default is Cityscapes' "
+                       "19-class avgClassSize)")
+    mean_sizes = metrics_lib.CITYSCAPES_MEAN_INSTANCE_SIZE
+  return metrics_lib.InstanceWeightedCounts(dict(mean_sizes))
 
 
 def write_eval_report(outdir: pathlib.Path, step: int, summary: dict[str, Any],
@@ -85,8 +135,13 @@ def write_eval_report(outdir: pathlib.Path, step: int, summary: dict[str, Any],
       "pixels": int(np.asarray(confusion).sum()),
       "per_class": {name: {"iou": nan_to_none(iou), "acc": nan_to_none(acc)}
                     for name, iou, acc in zip(class_names, summary["iou"], summary["acc"])},
-      **(extra or {}),
   }
+  if "niou" in summary:  # Cityscapes instance-normalised IoU (cityscapesscripts' iIoU)
+    record["mniou"] = nan_to_none(summary["mniou"])
+    for name, niou in zip(class_names, summary["niou"]):
+      if not np.isnan(niou):
+        record["per_class"][name]["niou"] = float(niou)
+  record.update(extra or {})
   (outdir / "metrics.json").write_text(json.dumps(record, indent=2))
   (outdir / "iou_table.txt").write_text(f"step {step}\n{table}\n")
   np.save(outdir / "confusion.npy", np.asarray(confusion))

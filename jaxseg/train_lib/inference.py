@@ -46,16 +46,19 @@ class LoadedModel:
 
 def _checked_num_classes(config: ml_collections.ConfigDict, step_dir: pathlib.Path,
                          meta: dict[str, Any], info: Any) -> int:
+  """The network's class count: the dataset's, or the universal one with eval.taxonomy."""
+  num_classes = inference_model.model_num_classes(config, info.num_classes)
+  what = (f"dataset '{config.data.name}'" if num_classes == info.num_classes
+          else f"taxonomy '{config.eval.taxonomy}'")
   stored = int(meta.get("num_classes") or 0)
-  if stored and stored != info.num_classes:
+  if stored and stored != num_classes:
     raise ValueError(f"checkpoint {step_dir} predicts {stored} classes (model "
-                     f"'{meta.get('model')}') but dataset '{config.data.name}' has "
-                     f"{info.num_classes}: pass the --config the checkpoint was trained with")
+                     f"'{meta.get('model')}') but {what} has {num_classes}: pass the --config "
+                     "the checkpoint was trained with (and eval.taxonomy for a universal model)")
   wanted = int(config.model.num_classes)
-  if wanted > 0 and wanted != info.num_classes:
-    raise ValueError(f"config.model.num_classes={wanted} but dataset '{config.data.name}' has "
-                     f"{info.num_classes} classes")
-  return info.num_classes
+  if wanted > 0 and wanted != num_classes:
+    raise ValueError(f"config.model.num_classes={wanted} but {what} has {num_classes} classes")
+  return num_classes
 
 
 def _restore_host_vars(config: ml_collections.ConfigDict, checkpoint: str | pathlib.Path,
@@ -70,21 +73,10 @@ def _restore_host_vars(config: ml_collections.ConfigDict, checkpoint: str | path
   return {"params": params, "batch_stats": stats}, info, step_dir
 
 
-def restore_for_inference(config: ml_collections.ConfigDict, checkpoint: str | pathlib.Path,
-                          step: int | None, mesh) -> tuple[step_lib.StepFunctions, dict, Any]:
-  """Step functions plus replicated model variables restored from `checkpoint`."""
-  model_vars, info, step_dir = _restore_host_vars(config, checkpoint, step)
-  fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=info.num_classes,
-                                       tx=None, loss_fn=None)
-  model_vars = jax.device_put(model_vars, mesh_lib.replicated(mesh))
-  logging.info("restored %s (%s, %d classes)", step_dir, config.model.name, info.num_classes)
-  return fns, model_vars, info
-
-
 def load_model(config: ml_collections.ConfigDict, checkpoint: str | pathlib.Path,
                step: int | None, mesh) -> LoadedModel:
   """Restores `checkpoint` and builds the segmenter of `config.eval`'s inference settings."""
-  settings = sliding.InferenceSettings.from_config(config.eval)
+  settings = sliding.InferenceSettings.from_config(config.eval, config.data)
   model_vars, info, step_dir = _restore_host_vars(config, checkpoint, step)
   pool = settings.aspp_pool_size if settings.mode == "pooling" else None
   _, apply_fn = inference_model.build_apply_fn(config, info.num_classes, aspp_pool_size=pool)

@@ -8,6 +8,11 @@ goes through `img_conv` and is upsampled bilinearly (align_corners=True) to the 
 
 jaxseg.models.deeplab.ASPP has no hook for this, so `FixedPoolASPP` takes the ASPP's own
 submodules (`features`, `img_conv`): variable paths, and hence checkpoints, are unchanged.
+
+A model trained on a universal taxonomy (data.name='multi') is evaluated in one dataset's
+classes with `config.eval.taxonomy` + `config.eval.taxonomy_dataset`: the network is built with
+the universal class count and its logits become, per dataset class, the log of the summed
+probabilities of the universal classes mapped to it (`taxonomy.universal_to_dataset_log_probs`).
 """
 from __future__ import annotations
 
@@ -17,8 +22,11 @@ import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import ml_collections
+from absl import logging
 
-from jaxseg.models.layers import apply_layers, resize_bilinear_align_corners
+from jaxseg.input_pipeline import taxonomy as taxonomy_lib
+from jaxseg.models.interpolate import resize_bilinear_align_corners
+from jaxseg.models.layers import apply_layers
 from jaxseg.train_lib import train_step as step_lib
 from jaxseg.train_lib import variables
 
@@ -59,6 +67,36 @@ def use_fixed_aspp_pool(model: nnx.Module, pool_size: int) -> nnx.Module:
   return model
 
 
+def eval_taxonomy_mapping(config: ml_collections.ConfigDict
+                          ) -> taxonomy_lib.DatasetMapping | None:
+  """The universal -> dataset mapping of config.eval.taxonomy / taxonomy_dataset, or None.
+
+  The dataset classes are those of config.data (the evaluated dataset), checked against the
+  mapping file `<taxonomy>/<taxonomy_dataset>.tsv`.
+  """
+  name = str(config.eval.get("taxonomy", "") or "")
+  dataset = str(config.eval.get("taxonomy_dataset", "") or "")
+  if not name and not dataset:
+    return None
+  if not (name and dataset):
+    raise ValueError(f"config.eval.taxonomy={name!r} and config.eval.taxonomy_dataset="
+                     f"{dataset!r}: set both (e.g. 'universal' and 'cityscapes') or neither")
+  from jaxseg.input_pipeline import datasets  # pylint: disable=g-import-not-at-top
+  table = datasets.get_class_table(config.data)
+  mapping = taxonomy_lib.load_mapping(name, dataset, table.class_names)
+  if mapping.unrepresented:
+    logging.warning("eval.taxonomy=%s: %s classes %s have no universal class; the model never "
+                    "predicts them", name, dataset, list(mapping.unrepresented))
+  return mapping
+
+
+def model_num_classes(config: ml_collections.ConfigDict, dataset_num_classes: int) -> int:
+  """Classes of the network itself: the universal count with config.eval.taxonomy, else the
+  dataset's (what a checkpoint's meta `num_classes` must equal)."""
+  mapping = eval_taxonomy_mapping(config)
+  return dataset_num_classes if mapping is None else mapping.taxonomy.num_classes
+
+
 def build_apply_fn(config: ml_collections.ConfigDict, num_classes: int, *,
                    aspp_pool_size: int | None = None
                    ) -> tuple[variables.ModelLayout, Callable[[dict[str, Any], jax.Array],
@@ -66,17 +104,30 @@ def build_apply_fn(config: ml_collections.ConfigDict, num_classes: int, *,
   """(layout, apply_fn): `apply_fn(model_vars, x_normalised) -> float32 logits` (eval mode).
 
   `model_vars` = {'params', 'batch_stats'} flat dicts, as restored from a checkpoint.
+  `num_classes` is the class count of the outputs (the evaluated dataset's). With
+  config.eval.taxonomy the network predicts the universal classes and apply_fn returns the
+  dataset classes' log-probabilities (see the module docstring).
   """
+  mapping = eval_taxonomy_mapping(config)
+  net_classes = num_classes if mapping is None else mapping.taxonomy.num_classes
+  if mapping is not None and len(mapping.dataset_classes) != num_classes:
+    raise ValueError(f"config.eval.taxonomy_dataset={mapping.dataset!r} has "
+                     f"{len(mapping.dataset_classes)} classes but {num_classes} are evaluated")
+
   def make():
-    model = step_lib.build_model(config, num_classes, rngs=nnx.Rngs(0))
+    model = step_lib.build_model(config, net_classes, rngs=nnx.Rngs(0))
     if aspp_pool_size:
       use_fixed_aspp_pool(model, aspp_pool_size)
     return model
 
   layout, _, _ = variables.split_model(nnx.eval_shape(make))
+  eval_matrix = None if mapping is None else jnp.asarray(mapping.eval_matrix())
 
   def apply_fn(model_vars: dict[str, Any], x: jax.Array) -> jax.Array:
     model = layout.merge(model_vars["params"], model_vars["batch_stats"])
-    return model(x, train=False).astype(jnp.float32)
+    logits = model(x, train=False).astype(jnp.float32)
+    if eval_matrix is not None:
+      logits = taxonomy_lib.universal_to_dataset_log_probs(logits, eval_matrix)
+    return logits
 
   return layout, apply_fn

@@ -5,22 +5,28 @@ float32) and integer labels (N,H,W) with `ignore_index` = void, and return a
 float32 scalar. Labels outside [0, C) other than `ignore_index` are treated
 as ignored (the original would raise on them).
 
-  cross_entropy              CrossEntropyLoss2d(size_average=True)
+  cross_entropy              CrossEntropyLoss2d(size_average=True); with
+                             `class_weights`: torch F.cross_entropy(weight=w)
+  focal_loss                 Lin et al. 2017, softmax form, optional alpha
   image_based_cross_entropy  ImageBasedCrossEntropyLoss2d
   label_relaxation_loss      ImgWtLossSoftNLL (on relaxed targets)
-  make_loss_fn               config -> (logits, labels) -> (loss, aux)
+  make_loss_fn               config -> SegmentationLoss (main + auxiliary heads)
 """
-from typing import Any, Callable
+import dataclasses
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
+from jaxseg.train_lib import class_frequency
 from jaxseg.train_lib.relaxed_targets import relaxed_boundary_targets
 
 LossFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict[str, Any]]]
+AuxLossFn = Callable[[jax.Array, jax.Array], jax.Array]
 
-_LOSS_NAMES = ('cross_entropy', 'image_based_ce', 'label_relaxation')
+_LOSS_NAMES = ('cross_entropy', 'focal', 'image_based_ce', 'label_relaxation')
 _BATCH_WEIGHTING = ('original', 'per_image')
 
 
@@ -37,15 +43,48 @@ def _log_softmax_nll(logits: jax.Array, labels: jax.Array, num_classes: int,
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, *,
-                  ignore_index: int = 255) -> jax.Array:
+                  ignore_index: int = 255,
+                  class_weights: Optional[jax.Array] = None) -> jax.Array:
   """Mean NLL over the non-ignored pixels of the whole batch (0 if none).
 
   = CrossEntropyLoss2d(size_average=True): NLLLoss(log_softmax(logits)).
+  With `class_weights` w (C,): torch's weighted mean
+  `sum_p w[y_p] * nll_p / sum_p w[y_p]` (F.cross_entropy(weight=w)).
   """
-  nll, valid, _ = _log_softmax_nll(logits, labels, logits.shape[-1],
-                                   ignore_index)
+  nll, valid, safe = _log_softmax_nll(logits, labels, logits.shape[-1],
+                                      ignore_index)
+  if class_weights is None:
+    count = jnp.sum(valid, dtype=jnp.float32)
+    return jnp.sum(nll) / jnp.maximum(count, 1.0)
+  pix_w = jnp.where(valid, jnp.asarray(class_weights, jnp.float32)[safe], 0.0)
+  den = jnp.sum(pix_w)
+  return jnp.sum(pix_w * nll) / jnp.where(den > 0, den, 1.0)
+
+
+def focal_loss(logits: jax.Array, labels: jax.Array, *, gamma: float = 2.0,
+               alpha: Optional[jax.Array] = None,
+               ignore_index: int = 255) -> jax.Array:
+  """Softmax focal loss (Lin et al. 2017), mean over the non-ignored pixels.
+
+  Per pixel `-alpha[y] * (1 - p_y)^gamma * log p_y` with p = softmax(logits);
+  `alpha` (C,) per-class factors (None = 1). gamma = 0 without alpha is the
+  cross entropy. The mean is over valid pixels (not weighted by alpha), 0 if
+  there are none.
+  """
+  nll, valid, safe = _log_softmax_nll(logits, labels, logits.shape[-1],
+                                      ignore_index)
+  # 1 - p_y = -expm1(log p_y): accurate where p_y is close to 1.
+  one_minus_p = -jnp.expm1(-nll)
+  per_pixel = nll
+  if gamma != 0:
+    # The inner where keeps the gradient finite where p_y == 1 (0^gamma).
+    pos = one_minus_p > 0
+    per_pixel = nll * jnp.where(
+        pos, jnp.where(pos, one_minus_p, 1.0) ** gamma, 0.0)
+  if alpha is not None:
+    per_pixel = per_pixel * jnp.asarray(alpha, jnp.float32)[safe]
   count = jnp.sum(valid, dtype=jnp.float32)
-  return jnp.sum(nll) / jnp.maximum(count, 1.0)
+  return jnp.sum(jnp.where(valid, per_pixel, 0.0)) / jnp.maximum(count, 1.0)
 
 
 def _class_weights(hist: jax.Array, upper_bound: float) -> jax.Array:
@@ -186,7 +225,8 @@ def label_relaxation_loss(logits: jax.Array, targets: jax.Array, *,
 def default_loss_config() -> ml_collections.ConfigDict:
   """Loss config with the original's defaults (plain cross entropy)."""
   cfg = ml_collections.ConfigDict()
-  cfg.name = 'cross_entropy'  # | 'image_based_ce' | 'label_relaxation'
+  # 'cross_entropy' | 'focal' | 'image_based_ce' | 'label_relaxation'
+  cfg.name = 'cross_entropy'
   cfg.num_classes = 19
   cfg.ignore_index = 255
   cfg.upper_bound = 1.0  # --wt_bound
@@ -199,17 +239,73 @@ def default_loss_config() -> ml_collections.ConfigDict:
   # image (image_based_ce and label_relaxation).
   cfg.batch_class_weights = False
   cfg.rlx_off = False  # the trainer sets it once epoch > rlx_off_epoch
+  # Static class weights of cross_entropy (torch `weight=`) and focal (alpha):
+  # '' | 'inverse_log' | 'median_frequency' | 'inverse_sqrt' | '1,2.5,...'
+  # (see train_lib/class_frequency.py; frequencies are counted once over the
+  # training labels and cached as JSON next to the data).
+  cfg.class_weights = ''
+  cfg.class_frequency_file = ''  # cache file override ('' = next to the data)
+  cfg.focal_gamma = 2.0  # name='focal': (1 - p_t)^gamma
+  # Weight of every auxiliary head's cross entropy (models whose ModelSpec
+  # lists aux_heads; semseg PSPNet 0.4, torchvision 0.5). 0 = heads unused.
+  cfg.aux_weight = 0.4
   return cfg
 
 
-def make_loss_fn(loss_config: ml_collections.ConfigDict) -> LossFn:
-  """Builds `loss_fn(logits, labels) -> (loss, aux)` from a loss config.
+@dataclasses.dataclass(frozen=True)
+class SegmentationLoss:
+  """A configured loss: `loss(logits, labels) -> (loss, aux)` plus aux heads.
 
-  Config fields: name ('cross_entropy' | 'image_based_ce' |
+  aux_loss: `(aux_logits, labels) -> loss` for each auxiliary head (the
+    cross entropy with the main loss's ignore index and class weights, as
+    semseg), None when the loss cannot train aux heads (label relaxation).
+  aux_weight: the factor of every aux head's loss (loss.aux_weight).
+  The train step adds `aux_weight * aux_loss(head logits, labels)` per head
+  for models with aux heads (see train_step.py).
+  """
+  name: str
+  main: LossFn
+  aux_loss: Optional[AuxLossFn]
+  aux_weight: float
+
+  def __call__(self, logits: jax.Array,
+               labels: jax.Array) -> tuple[jax.Array, dict[str, Any]]:
+    return self.main(logits, labels)
+
+
+def _static_class_weights(loss_config, num_classes: int,
+                          class_weights) -> Optional[np.ndarray]:
+  spec = str(loss_config.get('class_weights', '') or '').strip()
+  if class_weights is not None:
+    w = np.asarray(class_weights, np.float32)
+    if w.shape != (num_classes,):
+      raise ValueError(f'class_weights: expected shape ({num_classes},), got '
+                       f'{w.shape}')
+    return w
+  if not spec:
+    return None
+  if spec in class_frequency.FREQUENCY_MODES:
+    raise ValueError(
+        f'loss.class_weights={spec!r} needs the training label frequencies: '
+        'pass make_loss_fn(..., class_weights=class_frequency.'
+        'class_weights_for_config(config, num_classes)) (the trainer does)')
+  return class_frequency.parse_class_weight_list(spec, num_classes)
+
+
+def make_loss_fn(loss_config: ml_collections.ConfigDict,
+                 class_weights: Optional[Any] = None) -> SegmentationLoss:
+  """Builds the configured loss (callable as `loss(logits, labels)`).
+
+  Config fields: name ('cross_entropy' | 'focal' | 'image_based_ce' |
   'label_relaxation'), num_classes, ignore_index, upper_bound, border_window,
   strict_border_classes, batch_weighting ('original' | 'per_image'),
-  rlx_off, and optionally batch_class_weights (default False). The config is
-  read once: rebuild the function (and re-jit) when `rlx_off` flips.
+  rlx_off, and optionally batch_class_weights (default False), class_weights,
+  focal_gamma (2.0), aux_weight (0.4). The config is read once: rebuild the
+  function (and re-jit) when `rlx_off` flips.
+  `class_weights`: resolved (C,) weights, required when loss.class_weights
+  names a frequency mode (class_frequency.class_weights_for_config); an
+  explicit comma list is parsed here. They weight cross_entropy (torch
+  `weight=`), are focal's alpha, and weight the aux heads' cross entropy.
   For 'label_relaxation' the relaxed targets are built on device from the
   labels. aux: {'valid_pixels': float32 count of non-ignored labels}.
   """
@@ -229,17 +325,40 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict) -> LossFn:
   num_classes = int(get('num_classes'))
   upper_bound = float(get('upper_bound', 1.0))
   batch_class_weights = bool(get('batch_class_weights', False))
+  aux_weight = float(get('aux_weight', 0.4))
+  weights = _static_class_weights(loss_config, num_classes, class_weights)
+  if weights is not None and name in ('image_based_ce', 'label_relaxation'):
+    raise ValueError(
+        f'loss.class_weights={get("class_weights", "")!r} cannot be combined '
+        f'with loss.name={name!r}, which computes its own per-image class '
+        "weights; use 'cross_entropy' or 'focal'")
+  w = weights  # numpy: a jit constant
 
   def aux_of(labels: jax.Array) -> dict[str, Any]:
     labels = labels.astype(jnp.int32)
     valid = (labels != ignore_index) & (labels >= 0) & (labels < num_classes)
     return {'valid_pixels': jnp.sum(valid, dtype=jnp.float32)}
 
+  def ce(logits, labels):
+    return cross_entropy(logits, labels, ignore_index=ignore_index,
+                         class_weights=w)
+
+  def wrap(main: LossFn, aux_loss: Optional[AuxLossFn] = ce):
+    return SegmentationLoss(name, main, aux_loss, aux_weight)
+
   if name == 'cross_entropy':
-    def loss_fn(logits, labels):
-      return cross_entropy(logits, labels, ignore_index=ignore_index), aux_of(
-          labels)
-    return loss_fn
+    return wrap(lambda logits, labels: (ce(logits, labels), aux_of(labels)))
+
+  if name == 'focal':
+    gamma = float(get('focal_gamma', 2.0))
+    if gamma < 0:
+      raise ValueError(f'loss.focal_gamma must be >= 0, got {gamma}')
+
+    def focal_fn(logits, labels):
+      loss = focal_loss(logits, labels, gamma=gamma, alpha=w,
+                        ignore_index=ignore_index)
+      return loss, aux_of(labels)
+    return wrap(focal_fn)
 
   if name == 'image_based_ce':
     def loss_fn(logits, labels):
@@ -247,7 +366,7 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict) -> LossFn:
           logits, labels, num_classes=num_classes, upper_bound=upper_bound,
           ignore_index=ignore_index, batch_weighting=batch_class_weights)
       return loss, aux_of(labels)
-    return loss_fn
+    return wrap(loss_fn)
 
   batch_weighting = get('batch_weighting', 'original')
   if batch_weighting not in _BATCH_WEIGHTING:
@@ -258,7 +377,7 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict) -> LossFn:
   strict = tuple(int(c) for c in (get('strict_border_classes', ()) or ()))
   relax_off = bool(get('rlx_off', False))
 
-  def loss_fn(logits, labels):
+  def relax_fn(logits, labels):
     targets = relaxed_boundary_targets(
         labels, num_classes=num_classes, border_window=border_window,
         strict_border_classes=strict, relax_off=relax_off,
@@ -268,4 +387,5 @@ def make_loss_fn(loss_config: ml_collections.ConfigDict) -> LossFn:
         relax_off=relax_off, batch_weighting=batch_weighting,
         batch_class_weights=batch_class_weights)
     return loss, aux_of(labels)
-  return loss_fn
+  # Label relaxation has no auxiliary-head form (the NVIDIA models have none).
+  return wrap(relax_fn, aux_loss=None)

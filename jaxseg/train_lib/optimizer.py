@@ -165,8 +165,35 @@ class _EmptyState(NamedTuple):
   pass
 
 
-def scale_by_step_schedule(schedule: Schedule) -> optax.GradientTransformationExtraArgs:
-  """updates * -lr(step), with `step` given to `update(..., step=...)` by the train step."""
+def parse_lr_multipliers(text: str) -> dict[str, float]:
+  """'ppm=10,cls=10' -> {'ppm': 10.0, 'cls': 10.0} (optimizer.lr_multipliers)."""
+  out: dict[str, float] = {}
+  for item in filter(None, (part.strip() for part in (text or "").split(","))):
+    name, sep, value = item.partition("=")
+    try:
+      factor = float(value)
+    except ValueError:
+      factor = None
+    if not sep or not name.strip() or factor is None or factor < 0:
+      raise ValueError(f"config.optimizer.lr_multipliers: expected 'module=factor' items "
+                       f"separated by commas (e.g. 'ppm=10,cls=10,aux=10'), got {item!r}")
+    out[name.strip()] = factor
+  return out
+
+
+def _multiplier_of(key: Any, multipliers: dict[str, float]) -> float:
+  # Flat parameter keys are 'module/index/.../leaf'; the top-level module names the group.
+  return multipliers.get(str(key).split("/", 1)[0], 1.0)
+
+
+def scale_by_step_schedule(schedule: Schedule, multipliers: dict[str, float] | None = None
+                           ) -> optax.GradientTransformationExtraArgs:
+  """updates * -lr(step) (* the parameter group's multiplier), `step` given by the train step.
+
+  `multipliers` maps top-level module names to lr factors, as semseg trains its new layers
+  (ppm/psa, cls, aux) at 10x the trunk's lr; it needs the flat string-keyed parameter dicts.
+  """
+  multipliers = dict(multipliers or {})
 
   def init(params):
     del params
@@ -178,7 +205,16 @@ def scale_by_step_schedule(schedule: Schedule) -> optax.GradientTransformationEx
       raise ValueError("this optimizer takes the learning-rate step from the train state: call "
                        "tx.update(grads, opt_state, params, step=state.step)")
     lr = schedule(step)
-    return jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates), state
+    if not multipliers:
+      return jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates), state
+    if not isinstance(updates, dict):
+      raise ValueError("optimizer.lr_multipliers needs flat {key: array} parameter dicts")
+    unknown = set(multipliers) - {str(k).split("/", 1)[0] for k in updates}
+    if unknown:
+      raise ValueError(f"config.optimizer.lr_multipliers names modules the model does not have: "
+                       f"{sorted(unknown)}")
+    return {k: (-lr * _multiplier_of(k, multipliers) * u).astype(u.dtype)
+            for k, u in updates.items()}, state
 
   return optax.GradientTransformationExtraArgs(init, update)
 
@@ -197,5 +233,6 @@ def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   parts = [optax.add_decayed_weights(opt.weight_decay)] if opt.weight_decay else []
   if opt.momentum:
     parts.append(optax.trace(decay=opt.momentum, nesterov=opt.nesterov))
-  parts.append(scale_by_step_schedule(schedule))
+  multipliers = parse_lr_multipliers(opt.get("lr_multipliers", ""))
+  parts.append(scale_by_step_schedule(schedule, multipliers))
   return optax.chain(*parts), schedule

@@ -9,6 +9,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -81,15 +82,52 @@ class StepFunctions:
   """
   layout: variables.ModelLayout
   state_sharding: Any
+  abstract_state: TrainState  # shapes and dtypes (jax.ShapeDtypeStruct leaves)
   init: Callable[[], TrainState]
   train_step: TrainStepFn
-  eval_step: Callable[[dict[str, Any], dict[str, jax.Array]], jax.Array]
+  eval_step: Callable[[dict[str, Any], dict[str, jax.Array]],
+                      tuple[jax.Array, jax.Array]]  # (confusion counts, predictions)
   predict_step: Callable[[dict[str, Any], jax.Array], jax.Array]
   make_train_step: Callable[[LossFn], TrainStepFn]
 
 
+def _place(tree: Any, shardings: Any) -> Any:
+  """Puts host-built values on their (possibly multi-process) shardings.
+
+  The state is built eagerly: the initialisers draw concrete values with numpy (see
+  layers.he_normal), which compiles nothing, while a jitted construction of a big trunk
+  (HRNet-W48, WRN38: ~1000 traced random initialisers) costs minutes of XLA compile. Every
+  process builds the same values from the seed, so each fills its own shards.
+  """
+  def put(value, sharding):
+    host = np.asarray(value)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+  return jax.tree.map(put, tree, shardings)
+
+
 def _select(pred: jax.Array, new: Any, old: Any) -> Any:
   return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def _aux_loss_of(loss_fn: LossFn, model_name: str, aux_heads: tuple[str, ...]
+                 ) -> tuple[float, Callable[[jax.Array, jax.Array], jax.Array] | None]:
+  """(aux_weight, per-head loss) for a model's aux heads; (0, None) = plain path.
+
+  The aux loss comes from losses.SegmentationLoss (`aux_loss`, `aux_weight`); a plain loss
+  function, `aux_weight == 0` or a model without aux heads train the main output only.
+  """
+  aux_weight = float(getattr(loss_fn, "aux_weight", 0.0))
+  if not aux_heads or aux_weight == 0.0:
+    return 0.0, None
+  aux_loss_fn = getattr(loss_fn, "aux_loss", None)
+  if aux_loss_fn is None:
+    name = getattr(loss_fn, "name", type(loss_fn).__name__)
+    raise ValueError(
+        f"model {model_name!r} has auxiliary heads {aux_heads} and loss.aux_weight="
+        f"{aux_weight}, but loss.name={name!r} has no auxiliary-head form (label relaxation "
+        "is defined for the main output only). Set loss.aux_weight=0 to leave the aux heads "
+        "untrained, or use loss.name='cross_entropy' / 'focal'.")
+  return aux_weight, aux_loss_fn
 
 
 def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_classes: int,
@@ -99,6 +137,9 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
 
   `tx` (from optimizer.create_optimizer) receives `step=` (the 0-based update index) in its
   update; plain optax transformations ignore it. None: evaluation/prediction only.
+  For a model whose ModelSpec lists `aux_heads`, a `losses.SegmentationLoss` with
+  `aux_weight > 0` trains them: loss = main + aux_weight * sum over heads of aux_loss(head
+  logits, labels); the metrics add `main_loss` and `aux_loss/<head>` (unweighted).
   """
   tx = optax.with_extra_args_support(tx if tx is not None else optax.identity())
   dtype = precision_lib.compute_dtype(config.precision)
@@ -108,7 +149,7 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   seed = int(config.seed)
   fsdp_min_size = int(config.mesh.get("fsdp_min_size", DEFAULT_FSDP_MIN_SIZE))
 
-  def init() -> TrainState:
+  def host_init() -> TrainState:
     model = build_model(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups)
     _, params, stats = variables.split_model(model)
     return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=stats,
@@ -121,16 +162,36 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   layout, _, _ = variables.split_model(abstract_model)
   replicated = mesh_lib.replicated(mesh)
   batched = mesh_lib.batch_sharding(mesh)
-  abstract_state = jax.eval_shape(init)
+  abstract_state = jax.eval_shape(host_init)
   # Parameters and optimizer state follow the FSDP size rule (replicated without an `fsdp`
   # axis); BN statistics and counters are small and replicated.
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state).replace(
       params=mesh_lib.tree_shardings(abstract_state.params, mesh, fsdp_min_size),
       opt_state=mesh_lib.tree_shardings(abstract_state.opt_state, mesh, fsdp_min_size))
 
+  aux_heads = tuple(registry.get_spec(config.model.name).aux_heads)
+
   def train_step_for(loss_fn: LossFn | None):
     if loss_fn is None:
       loss_fn = lambda logits, labels: (jnp.zeros((), jnp.float32), {})
+    aux_weight, aux_loss_fn = _aux_loss_of(loss_fn, config.model.name, aux_heads)
+
+    def model_loss(model, images, labels, rngs):
+      """(loss, metrics): the main loss, plus aux_weight x each aux head's loss."""
+      if aux_loss_fn is None:  # the plain path: no aux outputs are computed
+        return loss_fn(model(images, train=True, rngs=rngs), labels)
+      logits, aux_logits = model(images, train=True, rngs=rngs, return_aux=True)
+      missing = [h for h in aux_heads if h not in aux_logits]
+      if missing:
+        raise ValueError(f"model {config.model.name!r} lists aux_heads {aux_heads} but "
+                         f"return_aux=True gave {sorted(aux_logits)} (missing {missing})")
+      loss, metrics = loss_fn(logits, labels)
+      metrics = dict(metrics, main_loss=loss)
+      for head in aux_heads:
+        head_loss = aux_loss_fn(aux_logits[head], labels)
+        metrics[f"aux_loss/{head}"] = head_loss
+        loss = loss + aux_weight * head_loss
+      return loss, metrics
 
     def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
       images = normalize_images(batch["image"], dtype)
@@ -140,8 +201,7 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
 
       def objective(params):
         model = layout.merge(params, state.batch_stats)
-        logits = model(images, train=True, rngs=nnx.Rngs(dropout=dropout_rng))
-        loss, aux = loss_fn(logits, labels)
+        loss, aux = model_loss(model, images, labels, nnx.Rngs(dropout=dropout_rng))
         _, _, new_stats = variables.split_model(model)
         return loss * scale, (loss, aux, new_stats)
 
@@ -182,10 +242,13 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
     model = layout.merge(model_vars["params"], model_vars["batch_stats"])
     return model(normalize_images(images, dtype), train=False)
 
-  def eval_step(model_vars: dict[str, Any], batch: dict[str, jax.Array]) -> jax.Array:
+  def eval_step(model_vars: dict[str, Any], batch: dict[str, jax.Array]
+                ) -> tuple[jax.Array, jax.Array]:
+    # The predictions stay sharded on device; evaluate() uses them for Cityscapes nIoU.
     preds = jnp.argmax(predict_logits(model_vars, batch["image"]), axis=-1)
-    return metrics_lib.confusion_matrix(batch["label"], preds, num_classes,
-                                        ignore_index=ignore_index, valid=batch.get("valid"))
+    counts = metrics_lib.confusion_matrix(batch["label"], preds, num_classes,
+                                          ignore_index=ignore_index, valid=batch.get("valid"))
+    return counts, preds
 
   def predict_step(model_vars: dict[str, Any], images: jax.Array) -> jax.Array:
     return jnp.argmax(predict_logits(model_vars, images), axis=-1).astype(jnp.uint8)
@@ -195,9 +258,11 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   return StepFunctions(
       layout=layout,
       state_sharding=state_sharding,
-      init=jax.jit(init, out_shardings=state_sharding),
+      abstract_state=abstract_state,
+      init=lambda: _place(host_init(), state_sharding),
       train_step=train_step_for(loss_fn),
-      eval_step=jax.jit(eval_step, in_shardings=(None, batched), out_shardings=replicated),
+      eval_step=jax.jit(eval_step, in_shardings=(None, batched),
+                        out_shardings=(replicated, batched)),
       predict_step=jax.jit(predict_step, in_shardings=(None, batched), out_shardings=batched),
       make_train_step=train_step_for,
   )

@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 
 from jaxseg import input_pipeline
 from jaxseg.train_lib import checkpoint as checkpoint_lib
+from jaxseg.train_lib import class_frequency
 from jaxseg.train_lib import distributed
 from jaxseg.train_lib import evaluate as evaluate_lib
 from jaxseg.train_lib import init_from as init_from_lib
@@ -83,7 +84,9 @@ def make_loss(config: ml_collections.ConfigDict, num_classes: int, rlx_off: bool
   loss_cfg = ml_collections.ConfigDict(config.loss.to_dict())
   loss_cfg.num_classes = num_classes
   loss_cfg.rlx_off = rlx_off
-  return losses.make_loss_fn(loss_cfg)
+  # loss.class_weights: counted once over the training labels, then read from the JSON cache.
+  class_weights = class_frequency.class_weights_for_config(config, num_classes)
+  return losses.make_loss_fn(loss_cfg, class_weights=class_weights)
 
 
 def _meta(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
@@ -306,6 +309,8 @@ def run_eval(config, fns, model_vars, mesh, info, step, workdir, writer) -> dict
     if writer:
       scalars = {"eval/miou": summary["miou"], "eval/macc": summary["macc"],
                  "eval/aacc": summary["aacc"]}
+      if "mniou" in summary:  # Cityscapes instance-normalised IoU
+        scalars["eval/mniou"] = summary["mniou"]
       scalars.update({f"eval_iou/{name}": float(v) for name, v in
                       zip(info.class_names, summary["iou"]) if not np.isnan(v)})
       writer.scalars(scalars, step)

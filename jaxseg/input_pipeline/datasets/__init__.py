@@ -12,14 +12,18 @@ from collections.abc import Callable
 from typing import Any
 
 from jaxseg.input_pipeline import labels as labels_lib
+from jaxseg.input_pipeline.datasets import ade20k
 from jaxseg.input_pipeline.datasets import base
 from jaxseg.input_pipeline.datasets import camvid
 from jaxseg.input_pipeline.datasets import cityscapes
 from jaxseg.input_pipeline.datasets import folder
 from jaxseg.input_pipeline.datasets import kitti
 from jaxseg.input_pipeline.datasets import mapillary
+from jaxseg.input_pipeline.datasets import multi
+from jaxseg.input_pipeline.datasets import pascal_context
 from jaxseg.input_pipeline.datasets import synthetic_source
 from jaxseg.input_pipeline.datasets import tfds_source
+from jaxseg.input_pipeline.datasets import voc
 from jaxseg.input_pipeline.datasets.base import Record
 from jaxseg.input_pipeline.datasets.base import SegmentationDataset
 from jaxseg.input_pipeline.datasets.image_io import BadInputError
@@ -34,6 +38,10 @@ _BUILDERS: dict[str, Callable[[Any, str], SegmentationDataset]] = {
     'kitti': kitti.kitti_dataset,
     'folder': folder.folder_dataset,
     'tfds': tfds_source.tfds_dataset,
+    'ade20k': ade20k.ade20k_dataset,
+    'voc': voc.voc_dataset,
+    'pascal_context': pascal_context.pascal_context_dataset,
+    'multi': multi.multi_dataset,
 }
 DATASET_NAMES = tuple(_BUILDERS)
 
@@ -52,7 +60,8 @@ def get_dataset(data_cfg: Any, split: str) -> SegmentationDataset:
 
 
 def get_class_table(data_cfg: Any) -> labels_lib.ClassTable:
-  """The class table of `data_cfg`'s dataset (Mapillary: from root/config.json if present)."""
+  """The class table of `data_cfg`'s dataset (Mapillary: from root/config.json if present;
+  multi: the universal classes of data.multi.taxonomy)."""
   name = _name(data_cfg)
   if name in ('cityscapes', 'tfds'):
     return labels_lib.cityscapes_table()
@@ -66,6 +75,14 @@ def get_class_table(data_cfg: Any) -> labels_lib.ClassTable:
                                  base.cfg_get(data_cfg, 'mapillary_version', 'v1.2'))
   if name == 'folder':
     return folder.class_table(base.cfg_get(data_cfg, 'class_table'))
+  if name == 'ade20k':
+    return labels_lib.ade20k_table()
+  if name == 'voc':
+    return labels_lib.voc_table()
+  if name == 'pascal_context':
+    return pascal_context.class_table(base.cfg_get(data_cfg, 'pascal_context_classes', 59))
+  if name == 'multi':
+    return multi.class_table(data_cfg)
   return synthetic_source.class_table()
 
 

@@ -247,6 +247,18 @@ def stem_key(name: str) -> str:
   return os.path.splitext(name)[0]
 
 
+def config_root(data_cfg: Any, expected: str) -> str:
+  """`data.root` with `~` expanded; ValueError saying what it should be when it is empty.
+
+  `expected` completes 'set it to the ...', e.g. 'CamVid folder containing train/ and
+  trainannot/'.
+  """
+  root = cfg_get(data_cfg, 'root')
+  if not root:
+    raise ValueError(f'data.root is empty; set it to the {expected}')
+  return os.path.expanduser(root)
+
+
 def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
   """`cfg.key` for ConfigDicts, dicts and plain objects; `default` when absent or None."""
   if cfg is None:

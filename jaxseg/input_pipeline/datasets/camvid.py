@@ -117,11 +117,8 @@ def make_records(root: str, split: str, *, layout: str = 'segnet', sdc_root: str
 
 def camvid_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   """CamVid dataset from a data config (root, camvid_layout, sdc_root, sdc_max_skip)."""
-  root = base.cfg_get(data_cfg, 'root')
-  if not root:
-    raise ValueError('data.root is empty; set it to the CamVid folder containing train/ and '
-                     'trainannot/')
-  records = make_records(os.path.expanduser(root), split,
+  root = base.config_root(data_cfg, 'CamVid folder containing train/ and trainannot/')
+  records = make_records(root, split,
                          layout=base.cfg_get(data_cfg, 'camvid_layout', 'segnet'),
                          sdc_root=base.cfg_get(data_cfg, 'sdc_root') or None,
                          sdc_max_skip=int(base.cfg_get(data_cfg, 'sdc_max_skip', 0)))

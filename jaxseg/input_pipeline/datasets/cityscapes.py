@@ -38,8 +38,11 @@ import logging
 import os
 from collections.abc import Sequence
 
+import numpy as np
+
 from jaxseg.input_pipeline import labels as labels_lib
 from jaxseg.input_pipeline.datasets import base
+from jaxseg.input_pipeline.datasets import image_io
 
 NUM_CV_SPLITS = 3
 SPLITS = ('train', 'val', 'trainval', 'test', 'extra')
@@ -246,16 +249,60 @@ def sequence_neighbour(frame_path: str, offset: int) -> str | None:
 def cityscapes_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   """Cityscapes from a data config (root, cv, include_coarse, coarse_root, sdc_root,
   sdc_max_skip)."""
-  root = base.cfg_get(data_cfg, 'root')
-  if not root:
-    raise ValueError('data.root is empty; set it to the Cityscapes folder containing '
-                     'leftImg8bit/ and gtFine/')
+  root = base.config_root(data_cfg, 'Cityscapes folder containing leftImg8bit/ and gtFine/')
   records = make_records(
-      os.path.expanduser(root), split, cv=int(base.cfg_get(data_cfg, 'cv', 0)),
+      root, split, cv=int(base.cfg_get(data_cfg, 'cv', 0)),
       include_coarse=bool(base.cfg_get(data_cfg, 'include_coarse', False)),
       coarse_root=base.cfg_get(data_cfg, 'coarse_root') or None,
       sdc_root=base.cfg_get(data_cfg, 'sdc_root') or None,
       sdc_max_skip=int(base.cfg_get(data_cfg, 'sdc_max_skip', 0)))
-  return base.SegmentationDataset(
-      records, labels_lib.cityscapes_table(), split,
-      on_bad_input=base.cfg_get(data_cfg, 'on_bad_input', 'error'), name='cityscapes')
+  table = labels_lib.cityscapes_table()
+  on_bad = base.cfg_get(data_cfg, 'on_bad_input', 'error')
+  if split == 'val' and records and os.path.isfile(instance_path(records[0].label_path or '')):
+    return CityscapesWithInstances(records, table, split, on_bad_input=on_bad,
+                                   name='cityscapes')
+  return base.SegmentationDataset(records, table, split, on_bad_input=on_bad,
+                                  name='cityscapes')
+
+
+# ------------------------------------------------------------- instances (for nIoU) --
+INSTANCE_LABEL_SUFFIX = '_gtFine_instanceIds.png'
+INSTANCE_SLOTS = 1000  # = train_lib.metrics.INSTANCE_SLOTS
+
+
+def instance_path(label_path: str) -> str:
+  """gtFine labelIds path -> its instanceIds twin ('' when not a gtFine labelIds file)."""
+  if not label_path.endswith(FINE_LABEL_SUFFIX):
+    return ''
+  return label_path[:-len(FINE_LABEL_SUFFIX)] + INSTANCE_LABEL_SUFFIX
+
+
+def instance_train_ids(raw: np.ndarray, table: labels_lib.ClassTable) -> np.ndarray:
+  """gtFine instanceIds (labelId * 1000 + k) -> int32 train_id * 1000 + k, -1 elsewhere.
+
+  As cityscapesscripts: only ids > 1000 are instances (smaller ids are a class's crowd or
+  stuff pixels) and instances of classes ignored in evaluation (caravan, trailer) drop out.
+  """
+  raw = np.asarray(raw, np.int64)
+  label = np.clip(raw // 1000, 0, 255)
+  train = np.asarray(table.raw_to_train, np.int64)[label]
+  keep = (raw > 1000) & (train != table.ignore_index)
+  return np.where(keep, train * INSTANCE_SLOTS + raw % 1000, -1).astype(np.int32)
+
+
+class CityscapesWithInstances(base.SegmentationDataset):
+  """Cityscapes val samples with an 'instance' map (see `instance_train_ids`) for nIoU."""
+
+  def load(self, index: int) -> base.Sample:
+    sample = super().load(index)
+    rec = self.records[index]
+    path = instance_path(rec.label_path or '')
+    if not path or not os.path.isfile(path):
+      raise base.BadInputError('unreadable', f'instance ids {path or rec.label_path} not '
+                               f'found (the other val frames have theirs)', (path,))
+    raw = image_io.read_label(path)
+    if raw.shape != sample['label'].shape:
+      raise base.BadInputError('size_mismatch', f'{path} is {raw.shape} but its label '
+                               f'{rec.label_path} is {sample["label"].shape}', (path,))
+    sample['instance'] = instance_train_ids(raw, self.table)
+    return sample

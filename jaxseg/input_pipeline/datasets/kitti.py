@@ -79,10 +79,8 @@ def make_records(root: str, split: str, cv: int = 0) -> list[base.Record]:
 
 def kitti_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   """KITTI dataset from a data config (root, cv)."""
-  root = base.cfg_get(data_cfg, 'root')
-  if not root:
-    raise ValueError('data.root is empty; set it to the KITTI folder containing training/')
-  records = make_records(os.path.expanduser(root), split, int(base.cfg_get(data_cfg, 'cv', 0)))
+  root = base.config_root(data_cfg, 'KITTI folder containing training/')
+  records = make_records(root, split, int(base.cfg_get(data_cfg, 'cv', 0)))
   return base.SegmentationDataset(records, labels_lib.kitti_table(), split,
                                   on_bad_input=base.cfg_get(data_cfg, 'on_bad_input', 'error'),
                                   name='kitti')

@@ -102,11 +102,8 @@ def make_records(root: str, split: str, version: str = 'v1.2') -> list[base.Reco
 
 def mapillary_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   """Mapillary dataset from a data config (root, mapillary_version)."""
-  root = base.cfg_get(data_cfg, 'root')
-  if not root:
-    raise ValueError('data.root is empty; set it to the Mapillary Vistas folder containing '
-                     'training/ and validation/')
-  root = os.path.expanduser(root)
+  root = base.config_root(data_cfg, 'Mapillary Vistas folder containing training/ and '
+                          'validation/')
   version = base.cfg_get(data_cfg, 'mapillary_version', 'v1.2')
   records = make_records(root, split, version)
   return base.SegmentationDataset(records, class_table(root, version), split,
