@@ -265,3 +265,15 @@ def test_camvid_pspnet_training_steps_lower_the_loss(shared_data):
                              rtol=1e-5)
   assert_loss_decreases(seen)
   assert_loss_decreases(seen, "aux_loss/aux", factor=1.0)
+
+
+def test_camvid_psanet_training_steps_lower_the_loss(shared_data):
+  """semseg's PSA settings (bi-direction, shrink 2, the default 59x59 window, clipped to the
+  8x8 feature map) on CamVid 64x64 crops."""
+  config = camvid_smoke_config(shared_data / "camvid", "PSANetR50",
+                               recipe="configs/camvid_pspnet50.py", lr=0.02, psa_type=2,
+                               shrink_factor=2)
+  seen = camvid_training_metrics(config)
+  np.testing.assert_allclose(seen[0]["loss"],
+                             seen[0]["main_loss"] + 0.4 * seen[0]["aux_loss/aux"], rtol=1e-5)
+  assert_loss_decreases(seen)
