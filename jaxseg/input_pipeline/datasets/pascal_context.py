@@ -4,7 +4,7 @@ PASCAL Context ships its labels as `trainval_merged.json` (Detail API) or per-im
 over 459 classes; the segmentation benchmarks use the 59 most frequent ones. jaxseg reads the
 usual pre-converted layout (mmsegmentation's `tools/dataset_converters/pascal_context.py`,
 semseg's lists): one PNG per image holding 0 for background (every pixel of a class outside the
-59) and k = 1..59 for the classes of `labels.PASCAL_CONTEXT_59_CLASSES`. Under `root`
+59) and k = 1..59 for the classes of `peer_labels.PASCAL_CONTEXT_59_CLASSES`. Under `root`
 (`VOCdevkit/VOC2010`; `VOCdevkit` is accepted too)::
 
   root/JPEGImages/<id>.jpg
