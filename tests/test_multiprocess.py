@@ -1,10 +1,8 @@
 """Scale: FSDP shardings, and 2 processes x 4 devices training like 1 process x 8 devices."""
 import io
-import json
 
 import jax
 import numpy as np
-import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxseg.config_base import base_config
@@ -110,9 +108,12 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(tmp_path):
       # at lr 0.01 that reaches ~1e-6 absolute on O(0.1) weights (a bug moves them by >1e-3).
       np.testing.assert_allclose(a[group][key], b[group][key], rtol=1e-4, atol=5e-6,
                                  err_msg=f"{group}/{key}")
-  metrics = [json.loads((tmp_path / r / "eval" / "metrics.json").read_text())
-             for r in ("multi", "single")]
-  assert metrics[0]["miou"] == pytest.approx(metrics[1]["miou"], abs=1e-6)
+  # The same pixels evaluated once each; predictions equal but for near-ties of the untrained
+  # tiny model's logits, which the ~1e-6 weight differences above can flip.
+  conf = [np.load(tmp_path / r / "eval" / "confusion.npy") for r in ("multi", "single")]
+  assert conf[0].sum() == conf[1].sum() and conf[0].sum(axis=1).tolist() == conf[1].sum(
+      axis=1).tolist()
+  assert np.abs(conf[0] - conf[1]).sum() <= 1e-3 * conf[1].sum()
   # Process 0 alone writes TensorBoard and predictions.
   assert len(list((tmp_path / "multi" / "tensorboard").iterdir())) == 1
   assert len(list((tmp_path / "multi" / "predictions").glob("*_color.png"))) == 2
