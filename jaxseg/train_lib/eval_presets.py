@@ -53,7 +53,8 @@ def _defaults() -> Any:
 
 
 def _scales(value: Any) -> tuple[float, ...]:
-  from jaxseg.train_lib.inference_settings import parse_scales  # pylint: disable=g-import-not-at-top
+  # Imported here: inference_settings imports this module.
+  from jaxseg.train_lib.inference_settings import parse_scales
   return parse_scales(value)
 
 

@@ -16,6 +16,7 @@ probabilities of the universal classes mapped to it (`taxonomy.universal_to_data
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.nnx as nnx
@@ -82,8 +83,15 @@ def eval_taxonomy_mapping(config: ml_collections.ConfigDict
     raise ValueError(f"config.eval.taxonomy={name!r} and config.eval.taxonomy_dataset="
                      f"{dataset!r}: set both (e.g. 'universal' and 'cityscapes') or neither")
   from jaxseg.input_pipeline import datasets  # pylint: disable=g-import-not-at-top
-  table = datasets.get_class_table(config.data)
-  mapping = taxonomy_lib.load_mapping(name, dataset, table.class_names)
+  class_names = tuple(datasets.get_class_table(config.data).class_names)
+  return _load_eval_mapping(name, dataset, class_names)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_eval_mapping(name: str, dataset: str, class_names: tuple[str, ...]
+                       ) -> taxonomy_lib.DatasetMapping:
+  # Cached: restoring a checkpoint asks for the mapping twice (class count, then apply_fn).
+  mapping = taxonomy_lib.load_mapping(name, dataset, class_names)
   if mapping.unrepresented:
     logging.warning("eval.taxonomy=%s: %s classes %s have no universal class; the model never "
                     "predicts them", name, dataset, list(mapping.unrepresented))
