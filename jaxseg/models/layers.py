@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxseg.kernels.grouped_conv import grouped_conv_native
 from jaxseg.models.conv_algorithms import (CONV_IMPLS, conv1x1_gemm, conv_algorithm,
                                            conv_grouped_direct, conv_grouped_gemm,
                                            conv_strided_tap_gemms, conv_tap_gemms,
@@ -118,6 +119,8 @@ class Conv2d(nnx.Module):
     elif algo == "gemm_taps_strided":
       y = conv_strided_tap_gemms(x, kernel, self.stride, self.padding, self.dilation,
                                  self.precision)
+    elif algo == "grouped_native":
+      y = grouped_conv_native(x, kernel, self.stride, self.padding, self.dilation, self.groups)
     elif algo == "grouped_direct":
       y = conv_grouped_direct(x, kernel, self.padding, self.dilation, self.groups)
     elif algo == "grouped_gemm":
