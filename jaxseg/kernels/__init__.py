@@ -4,6 +4,9 @@
 (`impl='auto'` picks the kernel on GPU when it compiles); `correlation` and
 `channel_norm` are XLA. Semantics follow the CUDA kernels of
 NVIDIA/flownet2-pytorch (see each module's docstring).
+
+`grouped_conv` is the native CPU grouped convolution (C++, XLA FFI, built on first use by
+`native`) that Conv2d uses for SE-ResNeXt on a single-device CPU process.
 """
 
 from jaxseg.kernels.channelnorm import channel_norm
