@@ -19,13 +19,14 @@ _LANES = 8  # output channels per vector register in the kernel (AVX2 float32)
 
 
 def grouped_conv_reference(x: jax.Array, kernel: jax.Array, stride: Sequence[int],
-                           padding: Sequence[int], dilation: Sequence[int],
-                           groups: int) -> jax.Array:
+                           padding: Sequence[int], dilation: Sequence[int], groups: int,
+                           precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+  """The same convolution through lax.conv (full float32 precision unless told otherwise)."""
   (ph, pw) = padding
   return jax.lax.conv_general_dilated(
       x, kernel, window_strides=tuple(stride), padding=((ph, ph), (pw, pw)),
       rhs_dilation=tuple(dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=groups, precision=jax.lax.Precision.HIGHEST)
+      feature_group_count=groups, precision=precision)
 
 
 def pack_grouped_kernel(kernel: jax.Array, groups: int) -> tuple[jax.Array, int]:
@@ -83,10 +84,8 @@ def _grouped_conv_fwd(x, kernel, stride, padding, dilation, groups):
 
 def _grouped_conv_bwd(stride, padding, dilation, groups, residuals, g):
   x, kernel = residuals
-  _, vjp = jax.vjp(lambda a, b: jax.lax.conv_general_dilated(
-      a, b, window_strides=stride, padding=tuple((p, p) for p in padding),
-      rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=groups), x, kernel)
+  _, vjp = jax.vjp(lambda a, b: grouped_conv_reference(a, b, stride, padding, dilation, groups,
+                                                       precision=None), x, kernel)
   return vjp(g)
 
 

@@ -3,10 +3,10 @@
 XLA:CPU's convolution is slow for wide inputs (1x1 convs, 3x3 convs with >= 1024 input
 channels, e.g. layer4 / ASPP / mod6-7, strided 3x3 convs with >= 256 channels) and for
 ResNeXt's grouped convs. Grouped float32 convs run on jaxseg's native CPU kernel
-(jaxseg/kernels/grouped_conv.py, 3-10x faster) when it builds and the process has one
-device (a custom call has no SPMD partitioning rule), else as GEMMs or a fused direct
-loop (1.5-5x faster than lax.conv). Other shapes run as GEMMs; wide
-3x3 convs (dilation <= 4 via space-to-batch) run as Winograd F(2x2, 3x3), 2.25x fewer
+(jaxseg/kernels/grouped_conv.py, 3.5-10x faster than the paths below) when it builds and
+the process has one device (a custom call has no SPMD partitioning rule), else as GEMMs or
+a fused direct loop (1.5-5x faster than lax.conv). Other shapes run as GEMMs; wide 3x3
+convs (dilation <= 4 via space-to-batch) run as Winograd F(2x2, 3x3), 2.25x fewer
 multiplications, 1.2-1.8x faster. The results equal lax.conv_general_dilated up to
 float rounding (Winograd: ~2e-7 relative, like a change of summation order); on other
 backends Conv2d always uses lax.conv (see `conv_algorithm`).

@@ -47,6 +47,24 @@ def _affine_params(channels: int, param_dtype: Any) -> tuple[nnx.Param, nnx.Para
           nnx.Param(jnp.asarray(np.zeros((channels,)), param_dtype)))
 
 
+def _check_groups(layer: str, num_channels: int, num_groups: int) -> None:
+  if num_groups < 1 or num_channels % num_groups:
+    raise ValueError(f"{layer}: num_channels={num_channels} is not divisible by "
+                     f"num_groups={num_groups}")
+
+
+def _group_normalise(x: jax.Array, groups: int, eps: float) -> jax.Array:
+  """float32 (x - mean) / sqrt(var + eps) with the statistics of `group_moments`."""
+  xg, mean, var = group_moments(x, groups)
+  return ((xg - mean) * jax.lax.rsqrt(var + eps)).reshape(x.shape)
+
+
+def _affine(y: jax.Array, layer: nnx.Module) -> jax.Array:
+  """float32 `y` times the layer's per-channel `scale` plus `bias`, in its compute dtype."""
+  y = y * layer.scale[...].astype(jnp.float32) + layer.bias[...].astype(jnp.float32)
+  return y.astype(layer.dtype)
+
+
 def group_moments(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """NHWC `x` as float32 (N, H, W, G, C // G), with its mean and biased variance per group.
 
@@ -72,19 +90,14 @@ class GroupNorm(nnx.Module):
 
   def __init__(self, num_channels: int, *, num_groups: int = DEFAULT_NORM_GROUPS,
                eps: float = _EPS, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32):
-    if num_groups < 1 or num_channels % num_groups:
-      raise ValueError(f"GroupNorm: num_channels={num_channels} is not divisible by "
-                       f"num_groups={num_groups}")
+    _check_groups("GroupNorm", num_channels, num_groups)
     self.num_channels, self.num_groups, self.eps, self.dtype = (
         num_channels, num_groups, eps, dtype)
     self.scale, self.bias = _affine_params(num_channels, param_dtype)
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     del train, rngs
-    xg, mean, var = group_moments(x, self.num_groups)
-    y = ((xg - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
-    y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-    return y.astype(self.dtype)
+    return _affine(_group_normalise(x, self.num_groups, self.eps), self)
 
 
 class InstanceNorm(nnx.Module):
@@ -101,12 +114,7 @@ class InstanceNorm(nnx.Module):
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     del train, rngs
-    xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
-    var = jnp.mean(jnp.square(xf - mean), axis=(1, 2), keepdims=True)
-    y = (xf - mean) * jax.lax.rsqrt(var + self.eps)
-    y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-    return y.astype(self.dtype)
+    return _affine(_group_normalise(x, x.shape[-1], self.eps), self)  # a group per channel
 
 
 class EvoNormS0(nnx.Module):
@@ -122,9 +130,7 @@ class EvoNormS0(nnx.Module):
 
   def __init__(self, num_channels: int, *, num_groups: int = DEFAULT_NORM_GROUPS,
                eps: float = _EPS, dtype: Any = jnp.float32, param_dtype: Any = jnp.float32):
-    if num_groups < 1 or num_channels % num_groups:
-      raise ValueError(f"EvoNormS0: num_channels={num_channels} is not divisible by "
-                       f"num_groups={num_groups}")
+    _check_groups("EvoNormS0", num_channels, num_groups)
     self.num_channels, self.num_groups, self.eps, self.dtype = (
         num_channels, num_groups, eps, dtype)
     self.scale, self.bias = _affine_params(num_channels, param_dtype)
@@ -135,8 +141,7 @@ class EvoNormS0(nnx.Module):
     xg, _, var = group_moments(x, self.num_groups)
     v = self.v[...].astype(jnp.float32).reshape(xg.shape[3:])
     y = (xg * jax.nn.sigmoid(xg * v) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
-    y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
-    return y.astype(self.dtype)
+    return _affine(y, self)
 
 
 def norm_groups(channels: int, cfg: dict[str, Any]) -> int:

@@ -46,10 +46,7 @@ def make_records(root: str, split: str) -> list[base.Record]:
   base.require_dir(root, 'ADE20K root', LAYOUT)
   names = ['train', 'val'] if split == 'trainval' else [split]
   records = [r for n in names for r in split_records(root, n)]
-  if not records:
-    raise FileNotFoundError(f'no ADE20K images for split {split!r} under {root}\n'
-                            f'Expected layout:\n{LAYOUT}')
-  return records
+  return base.require_records(records, 'ADE20K', split, root, LAYOUT)
 
 
 def ade20k_dataset(data_cfg, split: str) -> base.SegmentationDataset:

@@ -153,6 +153,15 @@ def require_dir(path: str, what: str, layout: str) -> str:
   return path
 
 
+def require_records(records: list[Record], dataset: str, split: str, root: str,
+                    layout: str) -> list[Record]:
+  """Returns `records` if not empty, else FileNotFoundError naming the split, root and layout."""
+  if not records:
+    raise FileNotFoundError(f'no {dataset} images for split {split!r} under {root}\n'
+                            f'Expected layout:\n{layout.rstrip()}')
+  return records
+
+
 def first_existing_dir(candidates: Iterable[str], what: str, layout: str) -> str:
   """The first directory of `candidates` that exists, else FileNotFoundError listing all."""
   candidates = list(candidates)

@@ -109,10 +109,7 @@ def make_records(root: str, split: str, *, layout: str = 'segnet', sdc_root: str
                      f'frames)')
   if sdc_root and split in ('train', 'trainval'):
     records += sdc_records(sdc_root, folders, records, sdc_max_skip)
-  if not records:
-    raise FileNotFoundError(f'no CamVid images for split {split!r} under {directory}\n'
-                            f'Expected layout:\n{LAYOUT}')
-  return records
+  return base.require_records(records, 'CamVid', split, directory, LAYOUT)
 
 
 def camvid_dataset(data_cfg, split: str) -> base.SegmentationDataset:

@@ -211,10 +211,7 @@ def make_records(root: str, split: str, *, cv: int = 0, include_coarse: bool = F
                        f'frames)')
     if include_coarse:
       records += coarse_records(coarse_root or root)
-  if not records:
-    raise FileNotFoundError(f'no Cityscapes images found for split {split!r} under {root}\n'
-                            f'Expected layout:\n{LAYOUT}')
-  return records
+  return base.require_records(records, 'Cityscapes', split, root, LAYOUT)
 
 
 def list_sequence_frames(root: str, split: str = 'train',

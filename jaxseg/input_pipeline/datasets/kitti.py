@@ -71,10 +71,7 @@ def make_records(root: str, split: str, cv: int = 0) -> list[base.Record]:
     else:
       train, val = cv_split(everything, cv)
       records = {'train': train, 'val': val, 'trainval': train + val}[split]
-  if not records:
-    raise FileNotFoundError(f'no KITTI images for split {split!r} under {root}\n'
-                            f'Expected layout:\n{LAYOUT}')
-  return records
+  return base.require_records(records, 'KITTI', split, root, LAYOUT)
 
 
 def kitti_dataset(data_cfg, split: str) -> base.SegmentationDataset:

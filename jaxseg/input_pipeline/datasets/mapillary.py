@@ -94,10 +94,7 @@ def make_records(root: str, split: str, version: str = 'v1.2') -> list[base.Reco
   else:
     records = [r for n in names
                for r in split_records(root, SPLIT_DIRS[n], version, require_labels=n != 'test')]
-  if not records:
-    raise FileNotFoundError(f'no Mapillary images for split {split!r} under {root}\n'
-                            f'Expected layout:\n{LAYOUT}')
-  return records
+  return base.require_records(records, 'Mapillary', split, root, LAYOUT)
 
 
 def mapillary_dataset(data_cfg, split: str) -> base.SegmentationDataset:

@@ -58,10 +58,7 @@ def make_records(root: str, split: str) -> list[base.Record]:
           raise FileNotFoundError(f'PASCAL Context {what} of {image_id!r} (listed in {path}) '
                                   f'not found: {p}')
       records.append(base.Record(image, label, image_id))
-  if not records:
-    raise FileNotFoundError(f'no PASCAL Context images for split {split!r} under {root}\n'
-                            f'Expected layout:\n{LAYOUT}')
-  return records
+  return base.require_records(records, 'PASCAL Context', split, root, LAYOUT)
 
 
 def pascal_context_dataset(data_cfg, split: str) -> base.SegmentationDataset:

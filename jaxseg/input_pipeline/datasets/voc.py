@@ -163,10 +163,7 @@ def make_records(root: str, split: str, *, aug_source: str = 'auto',
     base.require_dir(os.path.join(root, 'SegmentationClass'), 'PASCAL VOC label folder',
                      LAYOUT)
     records = [_record(root, i, _fine_label(root, i)) for i in _voc_list(root, split)]
-  if not records:
-    raise FileNotFoundError(f'no PASCAL VOC images for split {split!r} under {root}\n'
-                            f'Expected layout:\n{LAYOUT}')
-  return records
+  return base.require_records(records, 'PASCAL VOC', split, root, LAYOUT)
 
 
 def import_scipy_io():
