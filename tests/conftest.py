@@ -1,4 +1,5 @@
 """Test-wide JAX set-up: 8 virtual CPU devices and a persistent compile cache."""
+import os
 import pathlib
 
 import jax
@@ -6,7 +7,9 @@ import pytest
 from _testlib import COMPILE_CACHE
 
 jax.config.update("jax_num_cpu_devices", 8)
-jax.config.update("jax_platforms", "cpu")
+# JAXSEG_TEST_PLATFORMS=auto lets `pytest -m gpu` (benchmarks/gpu/run.sh) see the GPU.
+_PLATFORMS = os.environ.get("JAXSEG_TEST_PLATFORMS", "cpu")
+jax.config.update("jax_platforms", None if _PLATFORMS == "auto" else _PLATFORMS)
 jax.config.update("jax_compilation_cache_dir", COMPILE_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
