@@ -2,6 +2,7 @@ r"""jaxseg command line: train, evaluate, predict and convert.
 
   python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo
   python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo --mode eval
+  python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo --mode preview
   python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo --mode predict \
       --input some/image_or_folder --output /tmp/demo/pred
   python -m jaxseg.main --mode convert --src cityscapes_best.pth --model DeepWV3Plus --out DIR
@@ -21,19 +22,31 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs and outputs.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "predict", "convert", "propagate"],
-                          "What to run.")
+_MODE = flags.DEFINE_enum("mode", "train",
+                          ["train", "eval", "predict", "convert", "propagate", "preview"],
+                          "What to run (preview: augmented training samples as PNGs).")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "eval/predict: a checkpoint step dir or workdir (default: --workdir).")
 _STEP = flags.DEFINE_integer("step", None, "eval/predict: checkpoint step (default: latest).")
 _INPUT = flags.DEFINE_string(
     "input", None, "predict: an image file, a folder of images (recursive) or a video file.")
 _OUTPUT = flags.DEFINE_string("output", None, "predict: output folder (default WORKDIR/predict).")
+# --mode convert: the flags of `python -m jaxseg.convert`, spelt alike (underscores also work).
 _SRC = flags.DEFINE_string("src", None, "convert: the PyTorch .pth file.")
 _MODEL = flags.DEFINE_string("model", None, "convert: registry model name.")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", None, "convert: classes of the output model.")
 _OUT = flags.DEFINE_string("out", None, "convert: output checkpoint directory.")
-_TRUNK_ONLY = flags.DEFINE_bool("trunk_only", False, "convert: an ImageNet trunk file.")
+_NUM_CLASSES = flags.DEFINE_integer("num-classes", None, "convert: classes of the output model.")
+_TRUNK_ONLY = flags.DEFINE_bool("trunk-only", False, "convert: an ImageNet trunk file.")
+_ALLOW_PARTIAL = flags.DEFINE_bool("allow-partial", False, "convert: load what matches.")
+_ALLOW_NON_FINITE = flags.DEFINE_bool("allow-non-finite", False,
+                                      "convert: convert even if tensors hold NaN/Inf.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "convert: replace an existing conversion.")
+_SEED = flags.DEFINE_integer("seed", 0, "convert: initialisation seed of what the file lacks.")
+_MODEL_OVERRIDE = flags.DEFINE_multi_string("model-override", [],
+                                            "convert: KEY=VALUE create_model keyword.")
+for _dashed in ("num-classes", "trunk-only", "allow-partial", "allow-non-finite",
+                "model-override"):
+  flags.DEFINE_alias(_dashed.replace("-", "_"), _dashed)
 
 
 def _require(flag, mode: str) -> str:
@@ -42,11 +55,21 @@ def _require(flag, mode: str) -> str:
   return flag.value
 
 
+def convert_argv() -> list[str]:
+  """The --mode convert flags as `python -m jaxseg.convert` arguments."""
+  valued = (_SRC, _MODEL, _OUT, _NUM_CLASSES, _SEED)
+  argv = [f"--{f.name}={f.value}" for f in valued if f.value is not None]
+  argv += [f"--{f.name}" for f in (_TRUNK_ONLY, _ALLOW_PARTIAL, _ALLOW_NON_FINITE, _OVERWRITE)
+           if f.value]
+  return argv + [f"--model-override={o}" for o in _MODEL_OVERRIDE.value]
+
+
 def _convert() -> None:
-  from jaxseg.convert import converter
-  converter.convert_checkpoint(_require(_SRC, "convert"), _require(_MODEL, "convert"),
-                               num_classes=_NUM_CLASSES.value, out_dir=_require(_OUT, "convert"),
-                               trunk_only=_TRUNK_ONLY.value)
+  # The very function behind `python -m jaxseg.convert`: same one-line errors, same status.
+  from jaxseg.convert.__main__ import main as convert_main
+  status = convert_main(convert_argv())
+  if status:
+    sys.exit(status)
 
 
 def main(argv: list[str]) -> None:
@@ -59,11 +82,16 @@ def main(argv: list[str]) -> None:
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")
   workdir = _require(_WORKDIR, _MODE.value)
+  from jaxseg.train_lib import compile_cache
   from jaxseg.train_lib import distributed
+  compile_cache.enable(config.get("compile_cache", "auto"))
   distributed.maybe_initialize()
   if _MODE.value == "propagate":
     from jaxseg.sdcnet import propagate
     propagate.run_propagation(config, workdir)
+  elif _MODE.value == "preview":
+    from jaxseg.input_pipeline import preview
+    print("\n".join(str(p) for p in preview.write_preview(config, workdir)), flush=True)
   elif _MODE.value == "train" and "sdcnet" in config:
     from jaxseg.sdcnet import train as sdcnet_train
     sdcnet_train.train_sdcnet(config, workdir)
@@ -76,9 +104,13 @@ def main(argv: list[str]) -> None:
                                   step=_STEP.value)
   elif _MODE.value == "predict":
     from jaxseg.train_lib import inference
-    inference.predict_paths(config, checkpoint=_CHECKPOINT.value or workdir, step=_STEP.value,
-                            input_path=_require(_INPUT, "predict"),
-                            output_dir=_OUTPUT.value or os.path.join(workdir, "predict"))
+    try:
+      inference.predict_paths(config, checkpoint=_CHECKPOINT.value or workdir, step=_STEP.value,
+                              input_path=_require(_INPUT, "predict"),
+                              output_dir=_OUTPUT.value or os.path.join(workdir, "predict"))
+    except inference.PartialInputError as e:
+      # The good outputs are written; the message lists the bad inputs. Exit status 1.
+      sys.exit(f"error: {e}")
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -115,12 +147,23 @@ def unknown_config_overrides(argv: list[str]) -> list[str]:
   return unknown
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+  """Errors about the user's input (files, flags, config, checkpoints): printed as one line."""
+  from jaxseg.train_lib import checkpoint
+  return (ValueError, FileNotFoundError, NotADirectoryError, checkpoint.DamagedCheckpointError)
+
+
 def run() -> None:
   logging.set_verbosity(logging.WARNING)
   problems = unknown_config_overrides(sys.argv)
   if problems:
     sys.exit("error: " + "\n".join(problems))
-  app.run(main, argv=sys.argv)
+  try:
+    app.run(main, argv=sys.argv)
+  except Exception as e:  # pylint: disable=broad-except
+    if os.environ.get("JAXSEG_TRACEBACK") or not isinstance(e, _user_errors()):
+      raise
+    sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

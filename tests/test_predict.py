@@ -143,10 +143,8 @@ def test_unreadable_inputs_are_clear_errors(tmp_path):
   fake_video = tmp_path / "clip.mp4"
   fake_video.write_bytes(b"this is no video" * 10)
   kw = dict(checkpoint=tmp_path / "ckpt", step=None, output_dir=tmp_path / "out")
-  with pytest.raises(ValueError, match="broken.png"):
+  with pytest.raises(ValueError, match="broken.png is a truncated PNG"):
     inference.predict_paths(config, input_path=truncated, **kw)
-  with pytest.raises(ValueError, match="broken.png"):  # inside a folder, too
-    inference.predict_paths(config, input_path=tmp_path / "in", **kw)
   with pytest.raises(ValueError, match="clip.mp4"):
     inference.predict_paths(config, input_path=fake_video, **kw)
   with pytest.raises(FileNotFoundError, match="nowhere"):
@@ -154,6 +152,134 @@ def test_unreadable_inputs_are_clear_errors(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="no images"):
     inference.predict_paths(config, input_path=tmp_path / "empty", **kw)
+
+
+_TINY_CONFIG = """
+from jaxseg.config_base import base_config
+
+
+def get_config():
+  c = base_config()
+  c.precision = "fp32"
+  c.progress_bar = False
+  c.model.name = "DeepR18V3PlusD_m1"
+  c.model.overrides.width_multiplier = 0.0625
+  c.data.name = "camvid"
+  return c
+"""
+
+
+def _run_main(tmp_path, *args):
+  """`python -m jaxseg.main --mode predict ...` in-process: (exit status, stderr message).
+
+  absl's app.run passes main's SystemExit to the interpreter unchanged; skipping it here
+  keeps its process-wide set-up (logging handlers) out of the other tests.
+  """
+  from absl import flags
+  from jaxseg import main
+  config_file = tmp_path / "tiny_config.py"
+  config_file.write_text(_TINY_CONFIG)
+  argv = ["jaxseg.main", "--config", str(config_file), "--workdir", str(tmp_path / "work"),
+          "--mode", "predict", "--checkpoint", str(tmp_path / "ckpt"), *args]
+  try:
+    flags.FLAGS(argv)
+    with pytest.raises(SystemExit) as exit_info:
+      main.main(argv[:1])
+  finally:
+    flags.FLAGS.unparse_flags()
+  code = exit_info.value.code
+  return (0, "") if code is None else (1, code) if isinstance(code, str) else (code, "")
+
+
+@pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")  # loading --config
+def test_folder_predict_writes_every_good_image_then_fails_listing_the_bad(tmp_path, capsys):
+  config = _config("camvid")
+  _checkpoint(config, tmp_path / "ckpt", 11)
+  inputs = tmp_path / "in"
+  good = _write_image(inputs / "a.png", 24, 24, 0)
+  _write_image(inputs / "sub" / "c.png", 24, 24, 1)
+  (inputs / "b_broken.png").write_bytes(good.read_bytes()[:70])
+  (inputs / "sub" / "empty.jpg").write_bytes(b"")
+  status, message = _run_main(tmp_path, f"--input={inputs}", f"--output={tmp_path / 'out'}")
+  assert status == 1
+  lines = message.splitlines()
+  assert lines[0].startswith("error: predict: 2 of 4 inputs unreadable or incomplete; everything "
+                             f"readable was written to {tmp_path / 'out'}")
+  assert "on_bad_input=skip" in lines[0]
+  assert lines[1:] == [f"  {inputs / 'b_broken.png'} is a truncated PNG (no IEND chunk at its "
+                       "end; 70 bytes)", f"  {inputs / 'sub' / 'empty.jpg'} is empty (0 bytes)"]
+  written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*"))
+  assert written == ["a_color.png", "a_overlay.png", "class_share.csv", "sub", "sub/c_color.png",
+                     "sub/c_overlay.png"]
+  assert {r["item"] for r in _rows(tmp_path / "out" / "class_share.csv")} == {
+      "a.png", "sub/c.png", "./*", "sub/*", "ALL"}
+  # data.on_bad_input=skip: the same outputs, the same list (on stderr), and success.
+  capsys.readouterr()
+  config.data.on_bad_input = "skip"
+  out = inference.predict_paths(config, checkpoint=tmp_path / "ckpt", step=None,
+                                input_path=inputs, output_dir=tmp_path / "skip")
+  assert sorted(p.name for p in out) == ["a_color.png", "a_overlay.png", "c_color.png",
+                                         "c_overlay.png"]
+  err = capsys.readouterr().err
+  assert "warning: 2 of 4 inputs unreadable or incomplete, skipped (data.on_bad_input=skip)" in err
+  assert "b_broken.png is a truncated PNG" in err and "empty.jpg is empty" in err
+  # Nothing readable at all is a failure whatever on_bad_input says.
+  with pytest.raises(inference.PartialInputError, match="1 of 1 input .*nothing was written"):
+    inference.predict_paths(config, checkpoint=tmp_path / "ckpt", step=None,
+                            input_path=inputs / "b_broken.png", output_dir=tmp_path / "none")
+  config.data.on_bad_input = "ignore"
+  with pytest.raises(ValueError, match="config.data.on_bad_input='ignore': expected one of"):
+    inference.predict_paths(config, checkpoint=tmp_path / "ckpt", step=None,
+                            input_path=inputs, output_dir=tmp_path / "none")
+
+
+def _truncated_video(path, frames=12, size=24):
+  """An MJPG .avi cut in half: its header still declares `frames` frames, 3 decode."""
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (size, size))
+  assert writer.isOpened()
+  rng = np.random.default_rng(0)
+  for _ in range(frames):
+    writer.write(rng.integers(0, 256, (size, size, 3)).astype(np.uint8))
+  writer.release()
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+  capture = cv2.VideoCapture(str(path))
+  declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+  decoded = 0
+  while capture.read()[0]:
+    decoded += 1
+  capture.release()
+  assert 0 < decoded < declared == frames, (decoded, declared)
+  return path, decoded
+
+
+def _frame_count(path):
+  capture = cv2.VideoCapture(str(path))
+  count = 0
+  while capture.read()[0]:
+    count += 1
+  return count
+
+
+def test_video_ending_before_its_declared_frame_count(tmp_path, capsys):
+  config = _config("camvid")
+  config.eval.video_fourcc = "MJPG"
+  _checkpoint(config, tmp_path / "ckpt", 11)
+  clip, decoded = _truncated_video(tmp_path / "clip.avi")
+  kw = dict(checkpoint=tmp_path / "ckpt", step=None, input_path=clip)
+  with pytest.raises(inference.PartialInputError) as error:
+    inference.predict_paths(config, output_dir=tmp_path / "out", **kw)
+  assert (f"{clip}: video ended after {decoded} of the 12 frames its container declares "
+          "(truncated or corrupt file)") in str(error.value)
+  assert [p.name for p in error.value.written] == ["clip_overlay.avi", "clip_color.avi"]
+  assert [_frame_count(p) for p in error.value.written] == [decoded, decoded]
+  rows = _rows(tmp_path / "out" / "clip_class_share.csv")
+  assert len([r for r in rows if r["kind"] == "item"]) == decoded
+  capsys.readouterr()
+  config.data.on_bad_input = "skip"
+  written = inference.predict_paths(config, output_dir=tmp_path / "skip", **kw)
+  assert [_frame_count(p) for p in written] == [decoded, decoded]
+  assert f"video ended after {decoded} of the 12 frames" in capsys.readouterr().err
 
 
 def test_checkpoint_of_another_model_or_class_count_is_refused(tmp_path):

@@ -3,6 +3,10 @@
     python -m jaxseg.convert --src cityscapes_best.pth --model DeepWV3Plus --out ckpt/wrn38
     python -m jaxseg.convert --src wider_resnet38.pth --model DeepWV3Plus --trunk-only
         --num-classes 19 --out ckpt/wrn38_imagenet     (one line)
+
+`python -m jaxseg.main --mode convert` takes the same flags and runs `main` below, so both
+print the same one-line errors and exit with the same status (1 for a refused file).
+Multi-word flags also accept underscores (--num_classes), as absl spells them.
 """
 from __future__ import annotations
 
@@ -30,31 +34,36 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--model', required=True,
                       help='registry model name, e.g. DeepWV3Plus, DeepSRNX50V3PlusD_m1')
   parser.add_argument('--out', required=True, help='output orbax checkpoint directory')
-  parser.add_argument('--num-classes', type=int, default=None,
+  parser.add_argument('--num-classes', '--num_classes', type=int, default=None,
                       help='classifier size (default: the checkpoint\'s); a different value '
                       're-initialises the final classifier only')
-  parser.add_argument('--trunk-only', action='store_true',
+  parser.add_argument('--trunk-only', '--trunk_only', action='store_true',
                       help='the file holds ImageNet trunk weights; the head stays random')
-  parser.add_argument('--allow-partial', action='store_true',
+  parser.add_argument('--allow-partial', '--allow_partial', action='store_true',
                       help='load the matching tensors instead of refusing another model\'s file')
+  parser.add_argument('--allow-non-finite', '--allow_non_finite', action='store_true',
+                      help='convert even if tensors hold NaN/Inf (refused by default)')
   parser.add_argument('--overwrite', action='store_true',
                       help='replace an existing converted checkpoint in --out')
   parser.add_argument('--seed', type=int, default=0,
                       help='initialisation seed for whatever the file does not provide')
-  parser.add_argument('--model-override', type=_override, action='append', default=[],
-                      metavar='KEY=VALUE', help='create_model keyword, e.g. width_multiplier=0.5')
+  parser.add_argument('--model-override', '--model_override', type=_override, action='append',
+                      default=[], metavar='KEY=VALUE',
+                      help='create_model keyword, e.g. width_multiplier=0.5')
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """Runs one conversion; returns the exit status (argparse exits 2 itself on bad flags)."""
   args = build_parser().parse_args(argv)
   from jaxseg.convert.converter import convert_checkpoint  # After parsing: --help stays fast.
   try:
     convert_checkpoint(args.src, args.model, out_dir=args.out, num_classes=args.num_classes,
                        trunk_only=args.trunk_only, allow_partial=args.allow_partial,
                        seed=args.seed, model_overrides=dict(args.model_override),
-                       overwrite=args.overwrite)
-  except (FileNotFoundError, FileExistsError, ValueError) as e:  # ValueError: PthFormatError too.
+                       overwrite=args.overwrite, allow_non_finite=args.allow_non_finite)
+  # ValueError covers the reader's refusals (PthFormatError) and NonFiniteWeightsError.
+  except (OSError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
   return 0

@@ -9,7 +9,8 @@
 A checkpoint that does not belong to the requested model (missing, unexpected or
 differently shaped tensors outside the final classifier) is refused with an error naming
 the model and some of the offending keys; a different `num_classes` re-initialises only
-the final classifier and the report says so.
+the final classifier and the report says so. NaN/Inf in a tensor the model would load is
+refused too (`allow_non_finite` converts anyway and lists the tensors in the report).
 """
 from __future__ import annotations
 
@@ -77,6 +78,31 @@ def unwrap_checkpoint(obj: Any) -> tuple[collections.OrderedDict, dict[str, Any]
       raise ValueError(f'state dict entry {key!r} is a {type(value).__name__}, not a tensor')
     out[key[len(_PREFIX):] if key.startswith(_PREFIX) else key] = value
   return out, meta
+
+
+class NonFiniteWeightsError(ValueError):
+  """A tensor the model would load holds NaN or Inf: every prediction would be garbage."""
+
+
+def _non_finite_counts(value: np.ndarray) -> str:
+  nan = int(np.isnan(value).sum())
+  inf = int(np.isinf(value).sum())
+  return f'{nan} NaN and {inf} Inf of {value.size} values'
+
+
+def _check_finite(report: ConversionReport, state_dict: Mapping[str, np.ndarray],
+                  non_finite: list[str]) -> list[str]:
+  """The non-finite tensors the model takes from the file; raises naming the first one."""
+  unused = set(report.ignored) | set(report.unexpected) | set(report.reinitialized)
+  unused |= {k for k, _, _ in report.mismatched}
+  bad = [k for k in non_finite if k not in unused]
+  if bad:
+    more = f' (and {len(bad) - 1} more tensors, e.g. {bad[1:1 + _SHOWN_KEYS]})' if bad[1:] else ''
+    raise NonFiniteWeightsError(
+        f'{report.src}: tensor {bad[0]!r} holds {_non_finite_counts(state_dict[bad[0]])}{more}: '
+        'the converted model would predict garbage; pass allow_non_finite=True / '
+        '--allow-non-finite to convert anyway')
+  return bad
 
 
 def _as_float32(key: str, value: np.ndarray) -> np.ndarray:
@@ -170,7 +196,8 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
                        out_dir: str | os.PathLike, num_classes: int | None = None,
                        trunk_only: bool = False, allow_partial: bool = False, seed: int = 0,
                        model_overrides: Mapping[str, Any] | None = None,
-                       overwrite: bool = False, verbose: bool = True) -> ConversionReport:
+                       overwrite: bool = False, allow_non_finite: bool = False,
+                       verbose: bool = True) -> ConversionReport:
   """Converts a `.pth` checkpoint into an orbax model checkpoint under `out_dir`.
 
   Args:
@@ -186,6 +213,8 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
     model_overrides: extra `create_model` keywords (e.g. width_multiplier); stored in the
       metadata so readers can rebuild the same model.
     overwrite: replace an existing converted checkpoint in `out_dir`.
+    allow_non_finite: convert even when tensors the model loads hold NaN/Inf (they are
+      listed in the report) instead of raising NonFiniteWeightsError.
     verbose: print the report and show a progress bar.
 
   Returns:
@@ -196,6 +225,7 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
     FileExistsError: `out_dir` already holds a converted checkpoint (and not `overwrite`).
     ValueError: unreadable or unsafe file (pth_reader errors), unknown model, or a
       checkpoint of another network.
+    NonFiniteWeightsError: a loaded tensor holds NaN/Inf (and not `allow_non_finite`).
   """
   from jaxseg.train_lib.checkpoint import save_model_checkpoint  # Heavy (orbax): import late.
   src = os.fspath(src)
@@ -227,6 +257,8 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
   report.src, report.model, report.num_classes, report.meta = src, model_name, num_classes, meta
   if not allow_partial:
     _fail_wrong_model(report)
+  if not allow_non_finite:  # Checked on the abstract model: no initialisation paid for.
+    _check_finite(report, state_dict, non_finite)
   if not _is_concrete(model):  # Missing tensors or the trunk-only head need initial values.
     model = build()
     report = dataclasses.replace(_load(model, state_dict, trunk_only=trunk_only, seed=seed,

@@ -14,9 +14,16 @@ Unpickling goes through `_SafeUnpickler`, which resolves only an allow-list of g
 inert local replacements; anything else raises `UnsafePickleError` before it can be
 called. Tensors come back as owning, C-contiguous numpy arrays (0-d tensors as 0-d
 arrays, bfloat16/float8 as `ml_dtypes` arrays); containers as dict/OrderedDict/list/tuple.
+
+Memory stays proportional to the file: before any storage is read or copied, every tensor view
+must lie inside its storage, a stride-0 or overlapping view may exceed its storage by at most
+1 MiB, all tensors together may materialise at most 4x the storage bytes they use (+16 MiB),
+and the zip records read may inflate to at most 16x the file size (+1 MiB). A file breaking
+one of these raises `OversizedTensorError` naming the tensor.
 """
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -91,7 +98,7 @@ class _TensorMarker(_Inert):
 
 
 class _Root:
-  """The bytes of one serialized storage (filled after unpickling for legacy files)."""
+  """The bytes of one serialized storage, read after unpickling (zip: once views are checked)."""
   __slots__ = ('key', 'nbytes', 'itemsize', 'data')
 
   def __init__(self, key: str, nbytes: int, itemsize: int):
@@ -260,22 +267,98 @@ class _SafeUnpickler(pickle.Unpickler):
     return obj.encode('latin1')
 
 
-def _materialize_tensor(ref: _TensorRef, source: str, big_endian: bool) -> np.ndarray:
-  storage, dtype = ref.storage, ref.dtype
-  root = storage.root
-  if root.data is None:
-    raise PthFormatError(f'{source}: no data for storage {root.key!r}')
-  if any(s == 0 for s in ref.size):
-    return np.zeros(ref.size, dtype=dtype)
+# What a file may make the reader allocate beyond the bytes it holds (memory-bomb bounds).
+_VIEW_SLACK_BYTES = 1 << 20  # A stride-0 / overlapping view may exceed its storage by this.
+_REUSE_FACTOR = 4  # All tensors together: at most 4x the storage bytes they use...
+_REUSE_SLACK_BYTES = 16 << 20  # ...plus this (views re-reading one storage many times).
+_INFLATE_RATIO = 16  # Zip records read may total 16x the file size (deflated records)...
+_INFLATE_SLACK_BYTES = 1 << 20  # ...plus this.
+_MAX_EMPTY_EXTENT = 1 << 31  # Product of the non-zero sizes of an empty tensor.
+
+
+class OversizedTensorError(PthFormatError):
+  """A tensor would need far more memory than the file holds (a memory bomb): refused before
+  any tensor is built."""
+
+
+def _view_nbytes(ref: _TensorRef) -> int:
+  return math.prod(ref.size) * ref.dtype.itemsize
+
+
+def _view_problem(ref: _TensorRef) -> str | None:
+  """Why `ref` may not be materialised (outside its storage, or a memory bomb), else None."""
+  storage, itemsize = ref.storage, ref.dtype.itemsize
+  window_start = storage.offset * storage.dtype.itemsize
+  window_bytes = storage.numel * storage.dtype.itemsize
+  if window_start + window_bytes > storage.root.nbytes:
+    return (f'storage view (offset {storage.offset}, {storage.numel} elements) lies outside '
+            f'storage {storage.root.key!r} ({storage.root.nbytes} bytes)')
+  view = f'view (offset {ref.offset}, size {ref.size}, stride {ref.stride})'
+  if len(ref.size) > 32:
+    return f'{view} has {len(ref.size)} dimensions (at most 32 are supported)'
+  if 0 in ref.size:
+    extent = math.prod(max(n, 1) for n in ref.size)
+    return f'empty {view} is implausibly large' if extent > _MAX_EMPTY_EXTENT else None
   last = ref.offset + sum((n - 1) * s for n, s in zip(ref.size, ref.stride))
+  if (last + 1) * itemsize > window_bytes:
+    return (f'{view} reads past the end of storage {storage.root.key!r} '
+            f'({storage.root.nbytes} bytes)')
+  nbytes = _view_nbytes(ref)
+  if nbytes > window_bytes + _VIEW_SLACK_BYTES:
+    return (f'{view} would materialise {nbytes} bytes from {window_bytes} bytes of storage '
+            f'(stride 0 or overlapping; at most {_VIEW_SLACK_BYTES} bytes more are allowed)')
+  return None
+
+
+def _collect_tensors(obj: Any) -> list[tuple[str, _TensorRef, Any]]:
+  """(key path, tensor view, object to replace) of every tensor/storage, in traversal order."""
+  found: list[tuple[str, _TensorRef, Any]] = []
+  seen: set[int] = set()
+
+  def visit(x: Any, path: str) -> None:
+    if id(x) in seen:
+      return
+    seen.add(id(x))
+    if isinstance(x, _TensorRef):
+      found.append((path, x, x))
+    elif isinstance(x, _StorageRef):  # A bare storage: the whole window as a 1-d array.
+      found.append((path, _TensorRef(x, x.dtype, 0, (x.numel,), (1,)), x))
+    elif isinstance(x, dict):
+      for k, v in x.items():
+        visit(v, f'{path}/{k}' if path else str(k))
+    elif isinstance(x, (list, tuple, set, frozenset)):
+      for i, v in enumerate(x):
+        visit(v, f'{path}/{i}' if path else str(i))
+
+  visit(obj, '')
+  return [(path or '<top level>', ref, x) for path, ref, x in found]
+
+
+def _check_tensors(tensors: list[tuple[str, _TensorRef, Any]], source: str) -> None:
+  """Refuses, naming the tensor, any view outside its storage and any memory bomb."""
+  for path, ref, _ in tensors:
+    problem = _view_problem(ref)
+    if problem:
+      raise OversizedTensorError(f'{source}: tensor {path!r}: {problem}')
+  roots = {id(ref.storage.root): ref.storage.root.nbytes for _, ref, _ in tensors}
+  allowed = _REUSE_FACTOR * sum(roots.values()) + _REUSE_SLACK_BYTES
+  total = 0
+  for path, ref, _ in tensors:
+    total += _view_nbytes(ref)
+    if total > allowed:
+      raise OversizedTensorError(
+          f'{source}: tensor {path!r}: the tensors up to here would materialise {total} bytes '
+          f'from {sum(roots.values())} bytes of storage (storages shared by too many views; '
+          f'at most {_REUSE_FACTOR}x plus {_REUSE_SLACK_BYTES} bytes are allowed)')
+
+
+def _materialize_tensor(ref: _TensorRef, big_endian: bool) -> np.ndarray:
+  """An owning C-contiguous copy of a view already checked by `_check_tensors`."""
+  storage, dtype = ref.storage, ref.dtype
+  if 0 in ref.size:
+    return np.zeros(ref.size, dtype=dtype)
   start = storage.offset * storage.dtype.itemsize + ref.offset * dtype.itemsize
-  end = storage.offset * storage.dtype.itemsize + (last + 1) * dtype.itemsize
-  window_end = (storage.offset + storage.numel) * storage.dtype.itemsize
-  if end > min(window_end, root.nbytes):
-    raise PthFormatError(
-        f'{source}: tensor (offset {ref.offset}, size {ref.size}, stride {ref.stride}) '
-        f'reads past the end of storage {root.key!r} ({root.nbytes} bytes)')
-  view = np.ndarray(ref.size, dtype=dtype, buffer=root.data, offset=start,
+  view = np.ndarray(ref.size, dtype=dtype, buffer=storage.root.data, offset=start,
                     strides=tuple(s * dtype.itemsize for s in ref.stride))
   out = np.array(view, copy=True, order='C')
   if big_endian != (sys.byteorder == 'big'):
@@ -283,28 +366,43 @@ def _materialize_tensor(ref: _TensorRef, source: str, big_endian: bool) -> np.nd
   return out
 
 
-def _materialize(obj: Any, source: str, big_endian: bool) -> Any:
-  """Replaces every `_TensorRef`/`_StorageRef` in the unpickled tree by a numpy array."""
+def _materialize(obj: Any, source: str, big_endian: bool,
+                 table: '_ZipStorageTable | None' = None) -> Any:
+  """Replaces every `_TensorRef`/`_StorageRef` in the unpickled tree by a numpy array.
+
+  Every view is checked (bounds, memory-bomb limits) before any storage is read or copied;
+  `table`, when given, reads the storages that have no bytes yet (zip records) on demand.
+  """
+  tensors = _collect_tensors(obj)
+  _check_tensors(tensors, source)
+  if table is not None:
+    for path, ref, _ in tensors:
+      table.claim(ref.storage.root, path)
+  arrays: dict[int, np.ndarray] = {}
+  for path, ref, original in tensors:
+    root = ref.storage.root
+    if root.data is None and table is not None:
+      table.load(root, path)
+    if root.data is None:
+      raise PthFormatError(f'{source}: no data for storage {root.key!r} (tensor {path!r})')
+    arrays[id(original)] = _materialize_tensor(ref, big_endian)
   memo: dict[int, Any] = {}
 
   def visit(x: Any) -> Any:
+    if id(x) in arrays:
+      return arrays[id(x)]
     if id(x) in memo:
       return memo[id(x)]
-    if isinstance(x, _TensorRef):
-      result = _materialize_tensor(x, source, big_endian)
-    elif isinstance(x, _StorageRef):
-      result = _materialize_tensor(_TensorRef(x, x.dtype, 0, (x.numel,), (1,)), source,
-                                   big_endian)
-    elif isinstance(x, dict):  # Includes OrderedDict; updated in place (keeps cycles).
+    if isinstance(x, dict):  # Includes OrderedDict; updated in place (keeps cycles).
       memo[id(x)] = x
       for k in list(x):
         x[k] = visit(x[k])
       return x
-    elif isinstance(x, list):
+    if isinstance(x, list):
       memo[id(x)] = x
       x[:] = [visit(v) for v in x]
       return x
-    elif isinstance(x, tuple):
+    if isinstance(x, tuple):
       result = tuple(visit(v) for v in x)
     elif isinstance(x, (set, frozenset)):
       result = type(x)(visit(v) for v in x)
@@ -383,11 +481,18 @@ def _load_legacy(f: BinaryIO, source: str, file_end: int) -> Any:
 
 
 class _ZipStorageTable(_StorageTable):
-  """Storage table that reads each storage's bytes from `<prefix>/data/<key>`."""
+  """Storage table over `<prefix>/data/<key>` records, read only once every view is checked.
 
-  def __init__(self, source: str, archive: zipfile.ZipFile, prefix: str):
+  The records read may inflate to at most `_INFLATE_RATIO` times the file size in total, so a
+  deflated record (torch.save never compresses) cannot expand a small file into gigabytes.
+  """
+
+  def __init__(self, source: str, archive: zipfile.ZipFile, prefix: str, file_size: int):
     super().__init__(source, legacy=False)
     self.archive, self.prefix = archive, prefix
+    self.budget = _INFLATE_RATIO * file_size + _INFLATE_SLACK_BYTES
+    self.records: dict[str, zipfile.ZipInfo] = {}
+    self.claimed: set[str] = set()
 
   def new_root(self, key: str, nbytes: int, itemsize: int) -> _Root:
     if '/' in key or key in ('', '.', '..'):
@@ -400,15 +505,42 @@ class _ZipStorageTable(_StorageTable):
     if info.file_size < nbytes:
       raise PthFormatError(f'{self.source}: storage record {name} has {info.file_size} '
                            f'bytes, expected {nbytes}')
-    root = _Root(key, nbytes, itemsize)
+    self.records[key] = info
+    return _Root(key, nbytes, itemsize)
+
+  def spend(self, nbytes: int, what: str) -> None:
+    """Counts `nbytes` about to be read against the inflation budget; refuses past it."""
+    self.budget -= nbytes
+    if self.budget < 0:
+      raise OversizedTensorError(
+          f'{self.source}: {what} would inflate the file past {_INFLATE_RATIO}x its size '
+          f'(compressed zip records; torch.save writes them stored): refused')
+
+  def claim(self, root: _Root, path: str) -> None:
+    """Reserves the bytes of `root`'s record before anything is read."""
+    if root.key not in self.claimed:
+      self.claimed.add(root.key)
+      info = self.records[root.key]
+      self.spend(root.nbytes, f'tensor {path!r}: storage record {info.filename} '
+                 f'({root.nbytes} bytes from {info.compress_size} compressed)')
+
+  def load(self, root: _Root, path: str) -> None:
+    info = self.records[root.key]
     with self.archive.open(info) as member:
-      root.data = member.read(nbytes)
-    if len(root.data) != nbytes:
-      raise PthFormatError(f'{self.source}: storage record {name} is truncated')
-    return root
+      root.data = member.read(root.nbytes)
+    if len(root.data) != root.nbytes:
+      raise PthFormatError(f'{self.source}: storage record {info.filename} of tensor {path!r} '
+                           'is truncated')
 
 
-def _load_zip(f: BinaryIO, source: str) -> Any:
+def _read_record(archive: zipfile.ZipFile, table: _ZipStorageTable, name: str) -> bytes:
+  info = archive.getinfo(name)
+  table.spend(info.file_size, f'record {name} ({info.file_size} bytes from '
+              f'{info.compress_size} compressed)')
+  return archive.read(info)
+
+
+def _load_zip(f: BinaryIO, source: str, file_size: int) -> Any:
   with zipfile.ZipFile(f) as archive:
     names = archive.namelist()
     pkls = [n for n in names if n.count('/') == 1 and n.endswith('/data.pkl')]
@@ -418,16 +550,17 @@ def _load_zip(f: BinaryIO, source: str) -> Any:
     prefix = pkls[0][:-len('/data.pkl')]
     if f'{prefix}/constants.pkl' in names or any(n.startswith(f'{prefix}/code/') for n in names):
       raise PthFormatError(f'{source}: TorchScript archive (torch.jit.save) is not supported')
+    table = _ZipStorageTable(source, archive, prefix, file_size)
     big_endian = False
     if f'{prefix}/byteorder' in names:
-      order = archive.read(f'{prefix}/byteorder')
+      order = _read_record(archive, table, f'{prefix}/byteorder')
       if order not in (b'little', b'big'):
-        raise PthFormatError(f'{source}: unknown byte order {order!r}')
+        raise PthFormatError(f'{source}: unknown byte order {order[:16]!r}')
       big_endian = order == b'big'
-    table = _ZipStorageTable(source, archive, prefix)
-    with archive.open(pkls[0]) as pkl:
-      result = _SafeUnpickler(io.BytesIO(pkl.read()), source, table).load()
-    return _materialize(result, source, big_endian)
+    pickled = _read_record(archive, table, pkls[0])
+    result = _SafeUnpickler(io.BytesIO(pickled), source, table).load()
+    del pickled
+    return _materialize(result, source, big_endian, table)
 
 
 def load_pth(path: Union[str, os.PathLike, BinaryIO]) -> Any:
@@ -444,6 +577,7 @@ def load_pth(path: Union[str, os.PathLike, BinaryIO]) -> Any:
   Raises:
     FileNotFoundError: `path` does not exist.
     UnsafePickleError: the pickle references a global outside the allow-list.
+    OversizedTensorError: a tensor would need far more memory than the file holds.
     PthFormatError: the file is truncated, corrupt or not a PyTorch checkpoint.
   """
   if isinstance(path, (str, os.PathLike)):
@@ -463,7 +597,7 @@ def _load_stream(f: BinaryIO, source: str) -> Any:
   f.seek(start)
   try:
     if head.startswith(b'PK\x03\x04'):
-      return _load_zip(f, source)
+      return _load_zip(f, source, file_end - start)
     if len(head) >= 262 and head[257:262] == b'ustar':
       raise PthFormatError(f'{source}: legacy tar format (torch <= 0.3) is not supported')
     if head[:1] == b'\x80':

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import flax.nnx as nnx
 import jax
+import numpy as np
 
 FlatVars = dict[str, jax.Array]
 
@@ -69,3 +70,29 @@ def update_model(model: nnx.Module, params: Mapping[str, jax.Array],
   layout, _, _ = split_model(model)
   nnx.update(model, _unflatten(layout.param_paths, params),
              _unflatten(layout.stat_paths, batch_stats))
+
+
+def first_non_finite(params: Mapping[str, Any], batch_stats: Mapping[str, Any]
+                     ) -> tuple[str, int, int] | None:
+  """('params/<key>' or 'batch_stats/<key>', non-finite count, size) of the first variable
+  holding NaN/Inf, or None when all are finite."""
+  for group, flat in (("params", params), ("batch_stats", batch_stats)):
+    for key, value in flat.items():
+      host = np.asarray(value)  # Restored variables live on the host: no device round trip.
+      if host.dtype.kind in "biu":  # Integers cannot be NaN.
+        continue
+      finite = np.isfinite(host)
+      if not finite.all():
+        return f"{group}/{key}", int(finite.size - finite.sum()), int(finite.size)
+  return None
+
+
+def require_finite(params: Mapping[str, Any], batch_stats: Mapping[str, Any], *,
+                   where: str) -> None:
+  """Refuses variables holding NaN/Inf (e.g. a diverged run): every prediction would be junk."""
+  bad = first_non_finite(params, batch_stats)
+  if bad is not None:
+    name, count, size = bad
+    raise ValueError(f"{where}: variable '{name}' holds NaN/Inf ({count} of {size} values); "
+                     "the run that wrote it diverged or the file is damaged: refusing to use "
+                     "it (try an earlier --step)")

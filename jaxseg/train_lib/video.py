@@ -3,9 +3,14 @@
 Frames are streamed: one is decoded, sent to the device, and the previous one's prediction is
 fetched and encoded meanwhile, so at most two frames are in memory and host decoding/encoding
 overlaps device work. The outputs keep the source's frame rate and size.
+
+A video that ends before the frame count its container declares (a truncated copy or download)
+is still segmented up to its last decodable frame; `SegmentedVideo.problem` then says so with
+both counts, and the caller decides whether that fails the run (`data.on_bad_input`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -47,21 +52,40 @@ class VideoReader:
     self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
     self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     self.frame_count = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+    self.frames_read = 0
 
   def __iter__(self) -> Iterator[np.ndarray]:
-    index = 0
     while True:
       ok, frame = self._cap.read()
       if not ok:
         break
-      index += 1
+      self.frames_read += 1
       yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    if index == 0:
+    if self.frames_read == 0:
       raise ValueError(f"video {self.path}: no frame could be decoded (corrupt file or "
                        "unsupported codec)")
 
+  def shortfall(self) -> str | None:
+    """Why the decoded frames fall short of the declared count; None when they do not.
+
+    Call after iterating. Containers without a stored count (0) are never short.
+    """
+    if self.frames_read >= self.frame_count:
+      return None
+    return (f"video ended after {self.frames_read} of the {self.frame_count} frames its "
+            "container declares (truncated or corrupt file)")
+
   def close(self) -> None:
     self._cap.release()
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentedVideo:
+  """What `segment_video` wrote; `problem` is set when the source ended early."""
+  paths: list[pathlib.Path]
+  frames: int
+  declared_frames: int
+  problem: str | None = None
 
 
 class VideoWriter:
@@ -103,11 +127,12 @@ def segment_video(path: str | pathlib.Path, output_dir: str | pathlib.Path, *,
                   dispatch: Callable[[np.ndarray], Any], fetch: Callable[[Any], np.ndarray],
                   colors: np.ndarray, share: class_share_lib.ClassShare | None = None,
                   fourcc: str = "mp4v", alpha: float = 0.5,
-                  progress: bool = True) -> list[pathlib.Path]:
-  """Writes <stem>_overlay.mp4 and <stem>_color.mp4 next to each other; returns their paths.
+                  progress: bool = True) -> SegmentedVideo:
+  """Writes <stem>_overlay.mp4 and <stem>_color.mp4 next to each other.
 
   `dispatch(frame)` starts the segmentation of an RGB frame (e.g. an asynchronous device call)
-  and `fetch(handle)` returns its (H, W) train-id map. `share` gets one row per frame.
+  and `fetch(handle)` returns its (H, W) train-id map. `share` gets one row per frame. Every
+  decodable frame is written even when the video ends early (see `SegmentedVideo.problem`).
   """
   reader = VideoReader(path)
   stem = reader.path.stem
@@ -141,4 +166,5 @@ def segment_video(path: str | pathlib.Path, output_dir: str | pathlib.Path, *,
     reader.close()
     for writer in writers:
       writer.close()
-  return [w.path for w in writers]
+  return SegmentedVideo([w.path for w in writers], reader.frames_read, reader.frame_count,
+                        reader.shortfall())
