@@ -21,6 +21,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.precision = "bf16"  # 'bf16' | 'fp16' (dynamic loss scaling) | 'fp32'
   c.syncbn = True  # global BatchNorm statistics over all devices; False = per device
   c.progress_bar = True
+  # JAX's persistent compile cache (train_lib/compile_cache.py): 'auto' =
+  # $XDG_CACHE_HOME/jaxseg/jax_compile, a folder, or 'off'; env JAXSEG_COMPILE_CACHE wins.
+  c.compile_cache = "auto"
   # Model checkpoint (a jaxseg run, a converted .pth, an ImageNet trunk converted with
   # --trunk_only) to start a fresh run from; variables whose shape differs (the classifier of
   # another class count) keep their initialisation and the run lists them. Resuming the run's
@@ -44,17 +47,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.rlx_off_epoch = -1
 
   c.optimizer = ml_collections.ConfigDict()
+  # 'sgd' | 'adam' | 'amsgrad' (torch's, weight decay coupled as the original's --adam
+  # [--amsgrad]) | 'adamw' (decoupled decay); see train_lib/optimizer.py.
   c.optimizer.name = "sgd"
   c.optimizer.lr = 0.01
-  c.optimizer.momentum = 0.9
+  c.optimizer.momentum = 0.9  # sgd only
   c.optimizer.weight_decay = 1e-4
-  c.optimizer.nesterov = False
+  c.optimizer.nesterov = False  # sgd only
+  c.optimizer.beta1 = 0.9  # adam / amsgrad / adamw (torch's defaults)
+  c.optimizer.beta2 = 0.999
+  c.optimizer.eps = 1e-8
   # Per top-level module lr factors, e.g. 'ppm=10,cls=10,aux=10' (semseg's 10x new layers).
   c.optimizer.lr_multipliers = ""
 
   # Learning rate (see train_lib/optimizer.py): lr * lambda(x), x the epoch position.
   c.schedule = ml_collections.ConfigDict()
-  c.schedule.name = "poly"  # 'poly' | 'scl-poly' | 'constant' (original --lr_schedule)
+  # 'poly' | 'scl-poly' (original --lr_schedule) | 'cosine' (to 0 at the end) | 'constant'
+  c.schedule.name = "poly"
   c.schedule.power = 1.0  # original --poly_exp
   # 'step': x = fractional epochs done (smooth); 'epoch': x = epoch index (the original's
   # per-epoch LambdaLR; needs train.num_epochs).
@@ -65,7 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.schedule.rescale_epoch = -1  # scl-poly restart epoch T; -1: loss.rlx_off_epoch
   c.schedule.rescale = 1.0  # scl-poly: lr ratio after the restart (original --rescale)
   c.schedule.repoly = 1.5  # scl-poly: poly exponent after the restart (original --repoly)
-  c.schedule.warmup_steps = 0  # linear ramp factor step / warmup_steps (0 = none)
+  # Linear warm-up multiplying any schedule: factor warmup_start + (1 - warmup_start) *
+  # min(step / warmup_steps, 1) (0 = none).
+  c.schedule.warmup_steps = 0
+  c.schedule.warmup_start = 0.0  # lr factor of the first update (torch LinearLR start_factor)
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 8  # global, over all devices and hosts
@@ -73,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   # per GPU), overriding batch_size. The recipes keep batch_size = 16 (= 2 x 8 GPUs) instead,
   # so they train the published batch on any device count.
   c.train.bs_mult = 0
-  c.train.num_steps = -1
+  c.train.num_steps = -1  # >0 ends training, even with num_epochs; the lr schedule spans it
   c.train.num_epochs = -1
   c.train.log_every = 50
   c.train.eval_every = 1000  # steps (0 = only at the end / per eval_every_epochs)
@@ -82,6 +94,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.stop_at_step = 0  # >0: save and exit at this step (time-sliced jobs); resume later
   # Multi-process runs agree on a SIGTERM every N steps (a checkpoint is collective).
   c.train.preemption_sync_every = 10
+  # 'block': each residual block recomputes its activations in the backward pass (less memory,
+  # ~one more trunk forward per step); 'none' keeps them. See benchmarks/RESULTS.md "Memory".
+  c.train.remat = "none"
+  # k > 1: each update averages the gradients of k micro-batches of batch_size (one batch of
+  # k x batch_size; BatchNorm normalises each micro-batch with its own statistics).
+  c.train.grad_accum_steps = 1
+  # > 0: keep an exponential moving average of the weights and BN statistics, updated after
+  # every applied update; evaluation and the checkpoint's `model` item use it (0 = off).
+  c.train.ema_decay = 0.0
 
   # fp16 dynamic loss scaling (apex amp's defaults).
   c.loss_scale = ml_collections.ConfigDict()
@@ -95,6 +116,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.max_batches = 0  # 0 = the whole split
   c.eval.write_predictions = True
   c.eval.num_prediction_images = 8
+  c.eval.num_tensorboard_images = 4  # eval images in TensorBoard's overlay grid
   # --mode eval / predict inference (the original eval.py; see train_lib/sliding.py).
   c.eval.mode = "sliding"  # 'whole' | 'sliding' (original default) | 'pooling'
   c.eval.crop_size = 1024  # sliding tile side at scales <= 1 (x scale above 1)
@@ -131,6 +153,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3
   c.checkpoint.async_save = True
   c.checkpoint.best_metric = "miou"
+
+  # --mode preview: the first augmented training samples as PNGs in WORKDIR/preview.
+  c.preview = ml_collections.ConfigDict()
+  c.preview.num_samples = 8
 
   c.predict = ml_collections.ConfigDict()
   c.predict.input = config_dict.placeholder(str)

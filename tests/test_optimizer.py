@@ -1,4 +1,5 @@
-"""SGD and the learning-rate schedules against torch.optim.SGD + LambdaLR as train.py drives them."""
+"""SGD, Adam, AMSGrad, AdamW and the learning-rate schedules against torch.optim (SGD + LambdaLR
+as train.py drives them, Adam / AdamW, CosineAnnealingLR, LinearLR)."""
 import math
 import warnings
 
@@ -95,6 +96,42 @@ def test_step_granularity_is_smooth_poly_over_steps():
                              0.1 * (1 - steps / 40) ** 0.9, rtol=1e-5)
 
 
+def test_num_steps_ends_the_run_and_its_schedule_even_with_num_epochs(caplog):
+  """configs/camvid.py --config.train.num_steps=400: 46 steps an epoch, num_epochs=100."""
+  from jaxseg.train_lib import trainer
+  clock = optimizer_lib.EpochClock.uniform(46)
+  config = _config("poly", max_epoch=100, lr=0.02)
+  config.train.num_steps = 400
+  with caplog.at_level("INFO", logger="absl"):
+    total = trainer.total_train_steps(config, clock)
+  assert total == 400
+  assert "num_steps=400 ends training instead of config.train.num_epochs=100 (4600 steps)" in (
+      caplog.text)
+  assert "run: 400 steps (8.70 epochs of 46 steps), ended by train.num_steps" in caplog.text
+  assert "spans 8.70 epochs" in caplog.text
+  schedule = optimizer_lib.learning_rate_schedule(config, total, clock)
+  np.testing.assert_allclose(float(schedule(200)), 0.01, rtol=1e-5)
+  np.testing.assert_allclose(float(schedule(399)), 0.02 / 400, rtol=1e-3)  # last update: ~0
+  assert float(schedule(400)) == 0.0
+  # The per-epoch variant spans the 9 epochs the 400 steps reach: the same lr as a 9-epoch run
+  # at every step, so the original's offset trains the last (partial) epoch at lr 0.
+  config.schedule.granularity = "epoch"
+  config.schedule.epoch_offset = 1.0
+  schedule = optimizer_lib.learning_rate_schedule(config, total, clock)
+  nine = _config("poly", max_epoch=9, lr=0.02, granularity="epoch", epoch_offset=1.0)
+  nine_epochs = optimizer_lib.learning_rate_schedule(nine, clock.first_step(9), clock)
+  steps = jnp.arange(400)
+  np.testing.assert_allclose(np.asarray(schedule(steps)), np.asarray(nine_epochs(steps)))
+  assert float(schedule(399)) == 0.0 and float(schedule(368)) == 0.0
+  assert float(schedule(367)) == pytest.approx(0.02 / 9, rel=1e-5)
+  # Without num_steps, num_epochs sets both; nothing is warned.
+  config.train.num_steps = -1
+  caplog.clear()
+  with caplog.at_level("INFO", logger="absl"):
+    assert trainer.total_train_steps(config, clock) == 4600
+  assert "ends training instead" not in caplog.text and "ended by train.num_epochs" in caplog.text
+
+
 def test_epoch_clock_steps_and_cut_epochs():
   clock = optimizer_lib.EpochClock(steps_per_epoch=4, steps_per_cut_epoch=2, cut_epoch=3)
   assert [clock.epoch_of(s) for s in range(16)] == [0] * 4 + [1] * 4 + [2] * 4 + [3, 3, 4, 4]
@@ -126,16 +163,22 @@ def test_errors_name_the_option():
   config = _config("scl-poly", max_epoch=10)
   with pytest.raises(ValueError, match="rlx_off_epoch"):
     optimizer_lib.learning_rate_schedule(config, 100, optimizer_lib.EpochClock.uniform(10))
-  config = _config("poly", max_epoch=-1, granularity="epoch")
-  config.train.num_steps = 100
-  with pytest.raises(ValueError, match="num_epochs"):
+  config = _config("poly", max_epoch=-1, granularity="epoch")  # neither run length set
+  with pytest.raises(ValueError, match="num_epochs > 0 .* or config.train.num_steps"):
     optimizer_lib.learning_rate_schedule(config, 100, optimizer_lib.EpochClock.uniform(10))
   with pytest.raises(ValueError, match="granularity"):
     optimizer_lib.learning_rate_schedule(_config(granularity="iteration"), 10)
   config = _config()
-  config.optimizer.name = "adam"
-  with pytest.raises(ValueError, match="optimizer.name"):
+  config.optimizer.name = "lamb"
+  with pytest.raises(ValueError, match="config.optimizer.name must be one of .*'adamw'"):
     optimizer_lib.create_optimizer(config, 10)
+  config.optimizer.name = "adam"
+  config.optimizer.beta2 = 1.0
+  with pytest.raises(ValueError, match="config.optimizer.beta2 must be in"):
+    optimizer_lib.create_optimizer(config, 10)
+  for key, value in (("warmup_start", 1.5), ("warmup_steps", -1)):
+    with pytest.raises(ValueError, match=f"config.schedule.{key}"):
+      optimizer_lib.learning_rate_schedule(_config(**{key: value}), 10)
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
@@ -218,3 +261,72 @@ def test_lr_multipliers_errors(text, match):
   tx, _ = optimizer_lib.create_optimizer(c, 10)
   with pytest.raises(ValueError, match=match):
     tx.update(params, tx.init(params), params, step=0)
+
+
+# ------------------------------------------------------------- Adam family, cosine, warm-up
+def _torch_adam(name, params, lr, wd):
+  if name == "adamw":
+    return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+  # The original's get_optimizer: optim.Adam(params, lr, weight_decay, amsgrad=args.amsgrad).
+  return torch.optim.Adam(params, lr=lr, weight_decay=wd, amsgrad=name == "amsgrad")
+
+
+@pytest.mark.parametrize("name", ["adam", "amsgrad", "adamw"])
+def test_adam_family_equals_torch_with_weight_decay(name):
+  c = _config(name="constant", max_epoch=-1, lr=0.05)
+  c.optimizer.name = name
+  c.optimizer.weight_decay = 0.1  # large, so coupled vs decoupled decay tells apart
+  tx, _ = optimizer_lib.create_optimizer(c, 10)
+  rng = np.random.default_rng(1)
+  init = {"w": rng.normal(size=(3, 4)).astype(np.float32),
+          "b": rng.normal(size=(4,)).astype(np.float32)}
+  # Shrinking gradients: AMSGrad's max(v) then differs from v (and from optax's corrected max).
+  grads = [{k: (rng.normal(size=v.shape) * 4.0 ** -i).astype(np.float32)
+            for k, v in init.items()} for i in range(6)]
+  tparams = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
+  opt = _torch_adam(name, list(tparams.values()), 0.05, 0.1)
+  params = jax.tree.map(jnp.asarray, init)
+  state = tx.init(params)
+  update = jax.jit(lambda g, s, p, step: tx.update(g, s, p, step=step))
+  for step, g in enumerate(grads):
+    for k, p in tparams.items():
+      p.grad = torch.tensor(g[k])
+    opt.step()
+    updates, state = update(jax.tree.map(jnp.asarray, g), state, params, jnp.asarray(step))
+    params = optax.apply_updates(params, updates)
+  for k in init:
+    np.testing.assert_allclose(np.asarray(params[k]), tparams[k].detach().numpy(), rtol=1e-5,
+                               atol=1e-6, err_msg=k)
+
+
+def _torch_lrs(make_scheduler, steps, lr=0.1):
+  """The lr of each update under a per-update torch scheduler."""
+  opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+  scheduler = make_scheduler(opt)
+  lrs = []
+  for _ in range(steps):
+    lrs.append(opt.param_groups[0]["lr"])
+    opt.step()
+    scheduler.step()
+  return np.asarray(lrs)
+
+
+def test_cosine_equals_torch_cosine_annealing():
+  schedule = optimizer_lib.learning_rate_schedule(_config("cosine", max_epoch=-1, lr=0.1), 12)
+  want = _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=12), 12)
+  got = np.asarray([schedule(s) for s in range(12)])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_linear_warmup_equals_torch_linear_lr_and_multiplies_poly():
+  c = _config("constant", max_epoch=-1, lr=0.1, warmup_steps=5, warmup_start=0.25)
+  schedule = optimizer_lib.learning_rate_schedule(c, 10)
+  want = _torch_lrs(lambda o: torch.optim.lr_scheduler.LinearLR(
+      o, start_factor=0.25, end_factor=1.0, total_iters=5), 10)
+  np.testing.assert_allclose([schedule(s) for s in range(10)], want, rtol=1e-6)
+  clock = optimizer_lib.EpochClock.uniform(4)
+  poly = _config("poly", max_epoch=3, lr=0.1, power=0.9, warmup_steps=6)
+  sched = optimizer_lib.learning_rate_schedule(poly, clock.first_step(3), clock)
+  for step in (0, 3, 6, 11):
+    want = 0.1 * (1 - step / 12) ** 0.9 * min(step / 6, 1.0)
+    np.testing.assert_allclose(float(sched(step)), want, rtol=1e-5, err_msg=step)

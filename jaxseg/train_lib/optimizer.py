@@ -1,4 +1,14 @@
-"""SGD as torch.optim.SGD, and the original's learning-rate schedules on an epoch clock.
+"""The original's optimizers (torch SGD / Adam / AMSGrad) plus AdamW, and its learning-rate
+schedules (plus cosine and a linear warm-up) on an epoch clock.
+
+Optimizers (optimizer.name), as the original `optimizer.py` builds them from `net.parameters()`
+(one group, weight decay on every parameter, BN and biases included):
+  sgd      torch.optim.SGD(momentum, nesterov): d = g + wd*p; buf = m*buf + d; p -= lr*buf
+  adam     torch.optim.Adam(betas, eps): g += wd*p (coupled L2, before the moments), then
+           p -= lr * m_hat / (sqrt(v_hat) + eps)
+  amsgrad  torch.optim.Adam(amsgrad=True): as adam with v replaced by its running maximum, taken
+           on the raw v and bias-corrected with the current step (torch's form, not optax's)
+  adamw    torch.optim.AdamW: the adam step, then the decoupled p -= lr*wd*p
 
 The original (`optimizer.py`, `train.py`) builds a `LambdaLR` over epochs and calls
 `scheduler.step()` at the START of every epoch, after the constructor already stepped once, so
@@ -10,16 +20,27 @@ epoch e trains at `lr * lambda(e + 1)` and the last epoch at lr 0. Here:
   poly:      lambda(x) = (1 - x / max)^power
   scl-poly:  lambda(x) = (1 - x / max)^power                        x <  T
                          rescale * (1 - (x - T) / (max - T))^repoly  x >= T
+  cosine:    lambda(x) = (1 + cos(pi * x / max)) / 2                 (torch CosineAnnealingLR)
+  warmup(s)  = w0 + (1 - w0) * min(s / schedule.warmup_steps, 1)     (torch LinearLR; 1 if 0)
   lr(s) = optimizer.lr * lambda(x(s)) * warmup(s)
 
-with s the 0-based update index, `max` = train.num_epochs (or the epochs that train.num_steps
-cover) and T = schedule.rescale_epoch (-1: loss.rlx_off_epoch, as the original ties the warm
-restart to the end of label relaxation). Epochs are counted as the loader counts them
-(`EpochClock`): class-uniform epochs after `max_cu_epoch` may have another size.
+with s the 0-based update index, `max` the span of the run (`schedule_span`) and T =
+schedule.rescale_epoch (-1: loss.rlx_off_epoch, as the original ties the warm restart to the end
+of label relaxation) and w0 = schedule.warmup_start. The warm-up multiplies any schedule (poly
+and scl-poly included) over the first warmup_steps updates, whatever the granularity. Epochs
+are counted as the loader counts them (`EpochClock`): class-uniform epochs after
+`max_cu_epoch` may have another size.
+
+One rule sets `max`: the schedule spans the run length that ends training. train.num_steps > 0
+ends training, so then `max` covers those steps even when train.num_epochs is set too (the
+fractional epochs they make, or with granularity 'epoch' the epochs they reach into);
+otherwise `max` = train.num_epochs. So the last update of every run trains at the schedule's
+end: lr ~ 0 for poly, and for the original's per-epoch variant the last epoch at lambda(max).
 
 The learning rate is a function of the train state's step, passed to the update as `step=`,
 so an fp16 step skipped for overflow does not shift the schedule (torch's epoch scheduler does
-not move on skipped steps either).
+not move on skipped steps either). With train.grad_accum_steps k one update is k micro-batches:
+steps, epochs and the schedule count updates (see train_step).
 """
 from __future__ import annotations
 
@@ -32,7 +53,8 @@ import ml_collections
 import optax
 
 Schedule = Callable[[Any], jax.Array]
-SCHEDULES = ("poly", "scl-poly", "constant")
+SCHEDULES = ("poly", "scl-poly", "cosine", "constant")
+OPTIMIZERS = ("sgd", "adam", "amsgrad", "adamw")
 GRANULARITIES = ("epoch", "step")
 
 
@@ -104,6 +126,56 @@ def _poly(x: jax.Array, start: float, end: float, power: float) -> jax.Array:
   return frac ** power
 
 
+def _positive(config: ml_collections.ConfigDict, key: str) -> int:
+  value = int(config.train.get(key, -1))
+  return value if value > 0 else 0
+
+
+def schedule_span(config: ml_collections.ConfigDict, total_steps: int,
+                  clock: EpochClock | None = None) -> float:
+  """`max` of the module docstring: the epochs the schedule spans, from the run that ends it.
+
+  `total_steps` is the run length (train.num_steps when > 0, else the steps of
+  train.num_epochs, see trainer.total_train_steps).
+  """
+  clock = clock or EpochClock.uniform(1)
+  num_epochs = _positive(config, "num_epochs")
+  granularity = config.schedule.get("granularity", "step")
+  if num_epochs and not _positive(config, "num_steps"):
+    return float(num_epochs)
+  if granularity == "epoch" and not _positive(config, "num_steps") and clock.steps_per_epoch > 1:
+    raise ValueError("config.schedule.granularity='epoch' needs config.train.num_epochs > 0 "
+                     "(the original's --max_epoch) or config.train.num_steps > 0")
+  if granularity == "epoch":
+    return float(clock.epoch_of(max(int(total_steps), 1) - 1) + 1)  # epochs the run reaches
+  return float(clock.epochs_done(total_steps))
+
+
+def describe_schedule(config: ml_collections.ConfigDict, total_steps: int,
+                      clock: EpochClock | None = None) -> str:
+  """One line: the run length, what ends it and the epochs the lr schedule spans."""
+  clock = clock or EpochClock.uniform(1)
+  ended_by = ("train.num_steps" if _positive(config, "num_steps") or
+              not _positive(config, "num_epochs") else "train.num_epochs")
+  epochs = float(clock.epochs_done(total_steps))
+  sched = config.schedule
+  return (f"run: {total_steps} steps ({epochs:.2f} epochs of {clock.steps_per_epoch} steps), "
+          f"ended by {ended_by}; lr schedule '{sched.name}' "
+          f"({sched.get('granularity', 'step')} granularity) spans "
+          f"{schedule_span(config, total_steps, clock):.2f} epochs")
+
+
+def _warmup_of(sched: ml_collections.ConfigDict) -> tuple[int, float]:
+  """(schedule.warmup_steps, schedule.warmup_start), checked."""
+  steps, start = int(sched.get("warmup_steps", 0)), float(sched.get("warmup_start", 0.0))
+  if steps < 0:
+    raise ValueError(f"config.schedule.warmup_steps must be >= 0 (0 = no warm-up), got {steps}")
+  if not 0.0 <= start <= 1.0:
+    raise ValueError(f"config.schedule.warmup_start must be in [0, 1] (the lr factor of the "
+                     f"first update), got {start}")
+  return steps, start
+
+
 def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
                            clock: EpochClock | None = None) -> Schedule:
   """lr(step) for 0-based update indices (see the module docstring).
@@ -119,11 +191,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
     raise ValueError(f"config.schedule.granularity must be one of {GRANULARITIES}, "
                      f"got '{granularity}'")
   clock = clock or EpochClock.uniform(1)
-  num_epochs = int(config.train.num_epochs) if config.train.get("num_epochs", -1) > 0 else 0
-  if granularity == "epoch" and num_epochs <= 0 and clock.steps_per_epoch > 1:
-    raise ValueError("config.schedule.granularity='epoch' needs config.train.num_epochs > 0 "
-                     "(the original's --max_epoch)")
-  max_x = float(num_epochs) if num_epochs > 0 else float(clock.epochs_done(total_steps))
+  max_x = schedule_span(config, total_steps, clock)
   offset = float(sched.get("epoch_offset", 0.0))
   base_lr = float(config.optimizer.lr)
   power = float(sched.power)
@@ -137,9 +205,9 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
                        "Poly' without --rlx_off_epoch)")
     if restart >= max_x:
       raise ValueError(f"config.schedule: the scl-poly restart epoch {restart} must be before "
-                       f"the last epoch {max_x}")
+                       f"the end of the schedule at epoch {max_x:g} (the run's length)")
   rescale, repoly = float(sched.get("rescale", 1.0)), float(sched.get("repoly", 1.5))
-  warmup = int(sched.get("warmup_steps", 0))
+  warmup, warmup_start = _warmup_of(sched)
 
   def schedule(step: Any) -> jax.Array:
     step = jnp.asarray(step)
@@ -151,14 +219,18 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int,
       factor = jnp.ones_like(x)
     elif name == "poly":
       factor = _poly(x, 0.0, max_x, power)
+    elif name == "cosine":
+      factor = 0.5 * (1.0 + jnp.cos(jnp.pi * jnp.clip(x / max(max_x, 1e-12), 0.0, 1.0)))
     else:
       factor = jnp.where(x < restart, _poly(x, 0.0, max_x, power),
                          rescale * _poly(x, restart, max_x, repoly))
     if warmup > 0:
-      factor = factor * jnp.minimum(step.astype(jnp.float32) / warmup, 1.0)
+      ramp = jnp.minimum(step.astype(jnp.float32) / warmup, 1.0)
+      factor = factor * (warmup_start + (1.0 - warmup_start) * ramp)
     return (base_lr * factor).astype(jnp.float32)
 
-  return schedule
+  # One compiled program: the trainer's logging calls it eagerly, op by op otherwise.
+  return jax.jit(schedule)
 
 
 class _EmptyState(NamedTuple):
@@ -219,20 +291,83 @@ def scale_by_step_schedule(schedule: Schedule, multipliers: dict[str, float] | N
   return optax.GradientTransformationExtraArgs(init, update)
 
 
+class ScaleByTorchAmsgradState(NamedTuple):
+  count: jax.Array
+  mu: Any
+  nu: Any
+  nu_max: Any
+
+
+def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+                           ) -> optax.GradientTransformation:
+  """torch.optim.Adam(amsgrad=True)'s direction: m_hat / (sqrt(max_t v_t) / sqrt(1-b2^t) + eps).
+
+  torch keeps the running maximum of the raw second moment and bias-corrects it with the
+  current step; optax.scale_by_amsgrad takes the maximum of the corrected moments, which
+  differs while 1 - b2^t is far from 1 (the first thousands of steps at b2 = 0.999).
+  """
+
+  def init(params):
+    zeros = lambda: jax.tree.map(jnp.zeros_like, params)
+    return ScaleByTorchAmsgradState(jnp.zeros([], jnp.int32), zeros(), zeros(), zeros())
+
+  def update(updates, state, params=None):
+    del params
+    count = state.count + 1
+    t = count.astype(jnp.float32)
+    mu = jax.tree.map(lambda g, m: b1 * m + (1.0 - b1) * g, updates, state.mu)
+    nu = jax.tree.map(lambda g, v: b2 * v + (1.0 - b2) * g * g, updates, state.nu)
+    nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+    bc1, bc2_sqrt = 1.0 - b1 ** t, jnp.sqrt(1.0 - b2 ** t)
+    out = jax.tree.map(lambda m, v: ((m / bc1) / (jnp.sqrt(v) / bc2_sqrt + eps)).astype(m.dtype),
+                       mu, nu_max)
+    return out, ScaleByTorchAmsgradState(count, mu, nu, nu_max)
+
+  return optax.GradientTransformation(init, update)
+
+
+def _adam_hyperparameters(opt: ml_collections.ConfigDict) -> tuple[float, float, float]:
+  """(beta1, beta2, eps) of the Adam family, checked (torch's defaults 0.9, 0.999, 1e-8)."""
+  b1, b2 = float(opt.get("beta1", 0.9)), float(opt.get("beta2", 0.999))
+  eps = float(opt.get("eps", 1e-8))
+  for key, value in (("beta1", b1), ("beta2", b2)):
+    if not 0.0 <= value < 1.0:
+      raise ValueError(f"config.optimizer.{key} must be in [0, 1), got {value}")
+  if eps <= 0.0:
+    raise ValueError(f"config.optimizer.eps must be > 0, got {eps}")
+  return b1, b2, eps
+
+
 def create_optimizer(config: ml_collections.ConfigDict, total_steps: int,
                      clock: EpochClock | None = None
                      ) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
-  """torch.optim.SGD semantics: d = g + wd*p; buf = m*buf + d (nesterov: d + m*buf); p -= lr*buf.
+  """The optimizer.name of the module docstring, with the lr of `learning_rate_schedule`.
 
-  Returns (tx, schedule). `tx.update` needs `step=` (the 0-based update index).
+  Returns (tx, schedule). `tx.update` needs `step=` (the 0-based update index). Per-module
+  lr multipliers scale the whole update, AdamW's decoupled decay included (as torch's param
+  groups with their own lr do).
   """
   opt = config.optimizer
-  if opt.name != "sgd":
-    raise ValueError(f"config.optimizer.name must be 'sgd' (the recipes' --sgd), got '{opt.name}'")
+  name = opt.name
+  if name not in OPTIMIZERS:
+    raise ValueError(f"config.optimizer.name must be one of {OPTIMIZERS} (sgd, adam and amsgrad "
+                     f"as the original's --sgd / --adam / --adam --amsgrad), got '{name}'")
   schedule = learning_rate_schedule(config, total_steps, clock)
-  parts = [optax.add_decayed_weights(opt.weight_decay)] if opt.weight_decay else []
-  if opt.momentum:
-    parts.append(optax.trace(decay=opt.momentum, nesterov=opt.nesterov))
+  decay = float(opt.weight_decay)
+  parts = []
+  if decay and name != "adamw":  # torch's coupled L2: the gradient gains wd * p first
+    parts.append(optax.add_decayed_weights(decay))
+  if name == "sgd":
+    if opt.momentum:
+      parts.append(optax.trace(decay=opt.momentum, nesterov=opt.nesterov))
+  else:
+    b1, b2, eps = _adam_hyperparameters(opt)
+    if name == "amsgrad":
+      parts.append(scale_by_torch_amsgrad(b1, b2, eps))
+    else:  # optax's Adam direction is torch's: m_hat / (sqrt(v_hat) + eps)
+      parts.append(optax.scale_by_adam(b1=b1, b2=b2, eps=eps))
+    if decay and name == "adamw":  # decoupled: p -= lr * wd * p, next to the Adam step
+      parts.append(optax.add_decayed_weights(decay))
   multipliers = parse_lr_multipliers(opt.get("lr_multipliers", ""))
   parts.append(scale_by_step_schedule(schedule, multipliers))
   return optax.chain(*parts), schedule

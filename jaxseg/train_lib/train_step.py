@@ -1,4 +1,17 @@
-"""The train state and the jit-compiled, explicitly sharded train and eval steps."""
+"""The train state and the jit-compiled, explicitly sharded train and eval steps.
+
+Gradient accumulation (train.grad_accum_steps k): the train step receives one batch of k x the
+micro-batch and scans over its k micro-batches, averaging their gradients (each micro-batch
+loss is a mean, so with equal valid-pixel counts this is the big batch's gradient) before one
+optimizer update. BatchNorm normalises each micro-batch with that micro-batch's statistics and
+updates its running statistics k times per update, as k torch forward passes would.
+
+EMA (train.ema_decay d > 0): after every applied update, ema = d * ema + (1 - d) * new for the
+parameters and the floating BN statistics alike (timm's ModelEmaV2 averages its buffers too),
+starting from the initial (or init_from) weights. `model_vars()` is then the EMA: periodic
+evaluation, predictions and the checkpoint's `model` item (what --mode eval / predict and
+init_from read) use it, while `train_vars()` carries the online weights (`online`) for resume.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxseg.models import registry
 from jaxseg.train_lib import mesh as mesh_lib
@@ -39,18 +52,41 @@ class TrainState:
   opt_state: Any
   loss_scale: dict[str, jax.Array]
   health: dict[str, jax.Array]
+  # {'params', 'batch_stats'} averaged weights when train.ema_decay > 0, else {}.
+  ema: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def model_vars(self) -> dict[str, Any]:
+    """The weights to evaluate and to save as the `model` item: the EMA when it is on."""
+    if self.ema:
+      return {"params": self.ema["params"], "batch_stats": self.ema["batch_stats"]}
     return {"params": self.params, "batch_stats": self.batch_stats}
 
   def train_vars(self) -> dict[str, Any]:
-    return {"step": self.step, "opt_state": self.opt_state, "loss_scale": self.loss_scale,
-            "health": self.health}
+    out = {"step": self.step, "opt_state": self.opt_state, "loss_scale": self.loss_scale,
+           "health": self.health}
+    if self.ema:  # the `model` item holds the EMA, so the online weights resume from here
+      out["online"] = {"params": self.params, "batch_stats": self.batch_stats}
+    return out
 
   def replace_from_checkpoint(self, model_vars: dict[str, Any],
                               train_vars: dict[str, Any]) -> "TrainState":
+    train_vars = dict(train_vars)
+    online = train_vars.pop("online", None)
+    if online is None:
+      return self.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
+                          **train_vars)
+    return self.replace(params=online["params"], batch_stats=online["batch_stats"],
+                        ema={"params": model_vars["params"],
+                             "batch_stats": model_vars["batch_stats"]}, **train_vars)
+
+  def with_model_vars(self, model_vars: dict[str, Any]) -> "TrainState":
+    """Starts from `model_vars` (init_from): the online weights and, when on, the EMA."""
+    # A copy: the train step donates the state, and one buffer cannot be donated twice.
+    ema = (jax.tree.map(jnp.copy, {"params": model_vars["params"],
+                                   "batch_stats": model_vars["batch_stats"]})
+           if self.ema else {})
     return self.replace(params=model_vars["params"], batch_stats=model_vars["batch_stats"],
-                        **train_vars)
+                        ema=ema)
 
 
 def initial_health() -> dict[str, jax.Array]:
@@ -70,7 +106,46 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, *, rngs: nn
   dtype = precision_lib.compute_dtype(config.precision)
   overrides = dict(config.model.overrides) if config.model.get("overrides") else {}
   return registry.create_model(config.model.name, num_classes=num_classes, rngs=rngs, dtype=dtype,
-                               param_dtype=jnp.float32, bn_groups=bn_groups, **overrides)
+                               param_dtype=jnp.float32, bn_groups=bn_groups,
+                               remat=config.train.get("remat", "none"), **overrides)
+
+
+def grad_accum_steps(config: ml_collections.ConfigDict) -> int:
+  """train.grad_accum_steps, checked: micro-batches per update (1 = no accumulation)."""
+  k = int(config.train.get("grad_accum_steps", 1))
+  if k < 1:
+    raise ValueError(f"config.train.grad_accum_steps must be >= 1 (micro-batches per update), "
+                     f"got {k}")
+  return k
+
+
+def ema_decay(config: ml_collections.ConfigDict) -> float:
+  """train.ema_decay, checked: 0 = no EMA, else in (0, 1)."""
+  decay = float(config.train.get("ema_decay", 0.0))
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"config.train.ema_decay must be in [0, 1) (0 = no weight EMA), got {decay}")
+  return decay
+
+
+def ema_update(ema: dict[str, Any], new: dict[str, Any], decay: float) -> dict[str, Any]:
+  """decay * ema + (1 - decay) * new on floating leaves; others (counters) take `new`."""
+  def mix(old, value):
+    if not jnp.issubdtype(value.dtype, jnp.floating):
+      return value
+    return (decay * old + (1.0 - decay) * value).astype(value.dtype)
+  return jax.tree.map(mix, ema, new)
+
+
+def micro_batches(x: jax.Array, k: int) -> jax.Array:
+  """(k * B, ...) -> (k, B, ...): micro-batch j holds rows j, k + j, 2k + j, ...
+
+  Every device's contiguous rows of the batch keep their micro-batch share on that device
+  (B is a multiple of the devices), so the split moves no data.
+  """
+  if x.shape[0] % k:
+    raise ValueError(f"a train batch of {x.shape[0]} rows does not split into "
+                     f"config.train.grad_accum_steps={k} micro-batches")
+  return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,14 +223,17 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   scale_cfg = precision_lib.LossScaleConfig.from_config(config)
   seed = int(config.seed)
   fsdp_min_size = int(config.mesh.get("fsdp_min_size", DEFAULT_FSDP_MIN_SIZE))
+  accum = grad_accum_steps(config)
+  decay = ema_decay(config)
 
   def host_init() -> TrainState:
     model = build_model(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups)
     _, params, stats = variables.split_model(model)
+    ema = {"params": dict(params), "batch_stats": dict(stats)} if decay > 0 else {}
     return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=stats,
                       opt_state=tx.init(params),
                       loss_scale=precision_lib.initial_loss_scale(scale_cfg),
-                      health=initial_health())
+                      health=initial_health(), ema=ema)
 
   abstract_model = nnx.eval_shape(
       lambda: build_model(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups))
@@ -168,6 +246,12 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state).replace(
       params=mesh_lib.tree_shardings(abstract_state.params, mesh, fsdp_min_size),
       opt_state=mesh_lib.tree_shardings(abstract_state.opt_state, mesh, fsdp_min_size))
+  if decay > 0:  # the averaged parameters are sharded as the parameters are
+    state_sharding = state_sharding.replace(ema=dict(
+        state_sharding.ema,
+        params=mesh_lib.tree_shardings(abstract_state.ema["params"], mesh, fsdp_min_size)))
+  # Micro-batches (k, B, ...) keep the batch split on their second axis.
+  micro_sharding = NamedSharding(mesh, P(None, *batched.spec))
 
   aux_heads = tuple(registry.get_spec(config.model.name).aux_heads)
 
@@ -193,19 +277,44 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
         loss = loss + aux_weight * head_loss
       return loss, metrics
 
-    def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
-      images = normalize_images(batch["image"], dtype)
-      labels = batch["label"]
-      dropout_rng = jax.random.fold_in(rng, state.step)
-      scale = state.loss_scale["scale"] if use_loss_scale else jnp.asarray(1.0, jnp.float32)
-
+    def grads_of(params, batch_stats, images, labels, dropout_rng, scale):
+      """(scaled grads, loss, metrics, new BN statistics) of one (micro-)batch."""
       def objective(params):
-        model = layout.merge(params, state.batch_stats)
-        loss, aux = model_loss(model, images, labels, nnx.Rngs(dropout=dropout_rng))
+        model = layout.merge(params, batch_stats)
+        loss, aux = model_loss(model, normalize_images(images, dtype), labels,
+                               nnx.Rngs(dropout=dropout_rng))
         _, _, new_stats = variables.split_model(model)
         return loss * scale, (loss, aux, new_stats)
 
-      grads, (loss, aux, new_stats) = jax.grad(objective, has_aux=True)(state.params)
+      grads, (loss, aux, new_stats) = jax.grad(objective, has_aux=True)(params)
+      return grads, loss, aux, new_stats
+
+    def accumulated_grads(state, batch, dropout_rng, scale):
+      """grads_of over train.grad_accum_steps micro-batches: mean grads, loss and metrics."""
+      if accum == 1:
+        return grads_of(state.params, state.batch_stats, batch["image"], batch["label"],
+                        dropout_rng, scale)
+      split = lambda x: jax.lax.with_sharding_constraint(micro_batches(x, accum), micro_sharding)
+
+      def body(carry, xs):
+        grad_sum, stats = carry
+        images, labels, index = xs
+        grads, loss, aux, stats = grads_of(state.params, stats, images, labels,
+                                           jax.random.fold_in(dropout_rng, index), scale)
+        return (jax.tree.map(jnp.add, grad_sum, grads), stats), (loss, aux)
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grad_sum, new_stats), (losses, aux) = jax.lax.scan(
+          body, (zeros, state.batch_stats),
+          (split(batch["image"]), split(batch["label"]), jnp.arange(accum)))
+      mean = lambda x: jnp.mean(x, axis=0)
+      return (jax.tree.map(lambda g: g / accum, grad_sum), mean(losses),
+              jax.tree.map(mean, aux), new_stats)
+
+    def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+      dropout_rng = jax.random.fold_in(rng, state.step)
+      scale = state.loss_scale["scale"] if use_loss_scale else jnp.asarray(1.0, jnp.float32)
+      grads, loss, aux, new_stats = accumulated_grads(state, batch, dropout_rng, scale)
       grads = jax.tree.map(lambda g: g / scale, grads)
       updates, new_opt_state = tx.update(grads, state.opt_state, state.params, step=state.step)
       new_params = optax.apply_updates(state.params, updates)
@@ -229,8 +338,13 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
           "first_nonfinite_step": jnp.where(bad & (state.health["first_nonfinite_step"] < 0),
                                             step, state.health["first_nonfinite_step"]),
       }
+      ema = state.ema
+      if decay > 0:  # a skipped step leaves the average as it was, too
+        ema = _select(finite, ema_update(ema, {"params": new_params, "batch_stats": new_stats},
+                                         decay), ema)
       new_state = state.replace(step=step, params=new_params, batch_stats=new_stats,
-                                opt_state=new_opt_state, loss_scale=loss_scale, health=health)
+                                opt_state=new_opt_state, loss_scale=loss_scale, health=health,
+                                ema=ema)
       out = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite,
              "loss_scale": loss_scale["scale"], **aux}
       return new_state, out
