@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--crop-budget-mpix", type=float, default=8.0,
                  help="config.eval.crop_budget_mpix (crop megapixels per model call)")
   p.add_argument("--num-classes", type=int, default=19)
+  p.add_argument("--width-multiplier", type=float, default=1.0,
+                 help="model.overrides.width_multiplier (< 1: a narrow model, e.g. CPU dry runs)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--timeout", type=float, default=3600, help="seconds per child")
   p.add_argument("--out", type=pathlib.Path, default=None, help="write the results as JSON")
@@ -82,6 +84,8 @@ def run_one(model: str, precision: str, mode: str, args: argparse.Namespace) -> 
   config = base_config()
   config.model.name = model
   config.precision = precision
+  if args.width_multiplier != 1.0:
+    config.model.overrides.width_multiplier = args.width_multiplier
   net = train_step.build_model(config, args.num_classes, rngs=nnx.Rngs(0))
   params, stats = variables.model_variables(net)
   del net

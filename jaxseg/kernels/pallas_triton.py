@@ -12,8 +12,9 @@ API touches one file:
 * `gather` / `scatter`: unmasked loads and stores at array offsets into
   flattened (1-D) refs. The kernels clamp their offsets instead of masking, so
   the same code is valid in interpret mode, where masked scatters are not.
-* `gpu_backend()` and `lowers(...)`: whether the default backend is a GPU and
-  whether a given kernel actually compiles there (cached), for `impl='auto'`.
+* `gpu_backend()` and `lowers(...)`: whether the code being traced is for a GPU
+  (`jaxseg.platforms.target_platform`) and whether a given kernel actually
+  compiles there (cached), for `impl='auto'`.
 
 Triton constraint: every array inside a kernel must have a power-of-two number
 of elements (`next_power_of_2` helps choose block shapes).
@@ -25,6 +26,8 @@ import logging
 from typing import Any, Callable, Hashable, Sequence
 
 import jax
+
+from jaxseg import platforms
 
 try:  # The Triton backend ships with jax, but keep CPU-only installs working.
   from jax.experimental import pallas as pl
@@ -59,11 +62,9 @@ def next_power_of_2(x: int) -> int:
 
 
 def gpu_backend() -> bool:
-  """True when JAX's default backend is a GPU (CUDA or ROCm)."""
-  try:
-    return jax.default_backend() in ("gpu", "cuda", "rocm")
-  except RuntimeError:  # no backend initialised / none available.
-    return False
+  """True when the code traced now is for a GPU (CUDA or ROCm): this host's default backend,
+  or the platform of a `jaxseg.platforms.lowering_for` block (a GPU lowering on a CPU host)."""
+  return platforms.targets_gpu()
 
 
 def call(kernel: Callable[..., None],
@@ -127,7 +128,7 @@ _LOWERS_CACHE: dict[Hashable, bool] = {}
 
 def lowers(key: Hashable, fn: Callable[..., Any],
            avals: Sequence[jax.ShapeDtypeStruct]) -> bool:
-  """Whether `fn` (a Pallas Triton call) compiles on the default GPU backend.
+  """Whether `fn` (a Pallas Triton call) compiles on the GPU being traced for.
 
   Compiles `fn` once for small example `avals` and caches the answer under
   `key`, which must name the kernel variant (mode, dtypes, channel count).
@@ -135,9 +136,16 @@ def lowers(key: Hashable, fn: Callable[..., Any],
   """
   if not (available() and gpu_backend()):
     return False
+  # Lowering for a GPU from another host (platforms.lowering_for) cannot compile here: the
+  # probe then runs the Triton lowering only, which rejects what the kernel cannot express.
+  target = platforms.target_platform()
+  key = (key, target, platforms.targets_host_backend())
   if key not in _LOWERS_CACHE:
     try:
-      jax.jit(fn).lower(*avals).compile()
+      if platforms.targets_host_backend():
+        jax.jit(fn).lower(*avals).compile()
+      else:
+        jax.jit(fn).trace(*avals).lower(lowering_platforms=(target,))
       _LOWERS_CACHE[key] = True
     except Exception as e:  # pylint: disable=broad-except
       # Why broad: Triton and XLA raise many exception types for "cannot

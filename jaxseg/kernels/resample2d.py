@@ -223,7 +223,7 @@ def resample2d_pallas(image: jax.Array, flow: jax.Array, *,
     image: (N, H, W, C) of any real dtype.
     flow: (N, H, W, 2) float32, [dx, dy] in pixels.
     mode: 'bilinear' or 'nearest'.
-    interpret: run the kernel as plain JAX ops; None = only off GPU.
+    interpret: run the kernel as plain JAX ops; None = only in programs not for a GPU.
   """
   check_args(image, flow, mode, "pallas")
   reason = _pallas_module().unsupported_reason(image, flow, mode)

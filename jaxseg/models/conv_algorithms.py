@@ -8,8 +8,9 @@ the process has one device (a custom call has no SPMD partitioning rule), else a
 a fused direct loop (1.5-5x faster than lax.conv). Other shapes run as GEMMs; wide 3x3
 convs (dilation <= 4 via space-to-batch) run as Winograd F(2x2, 3x3), 2.25x fewer
 multiplications, 1.2-1.8x faster. The results equal lax.conv_general_dilated up to
-float rounding (Winograd: ~2e-7 relative, like a change of summation order); on other
-backends Conv2d always uses lax.conv (see `conv_algorithm`).
+float rounding (Winograd: ~2e-7 relative, like a change of summation order); for other
+platforms Conv2d always uses lax.conv (see `conv_algorithm`). The platform is the one the
+program is traced for (jaxseg.platforms.target_platform), not necessarily this host's.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxseg import platforms
 from jaxseg.kernels.native import native_kernels_available
 
 CONV_IMPLS = ("auto", "xla")
@@ -37,9 +39,10 @@ def conv_algorithm(impl: str, x_shape: Sequence[int], kernel_shape: Sequence[int
 
   One of 'xla', 'gemm_1x1', 'winograd', 'gemm_taps', 'gemm_taps_strided',
   'grouped_native', 'grouped_direct', 'grouped_gemm'; the thresholds come from 2-core
-  CPU timings against lax.conv.
+  CPU timings against lax.conv. `backend`: the platform the conv is for (default: the one
+  being traced for, `platforms.target_platform()`).
   """
-  backend = jax.default_backend() if backend is None else backend
+  backend = platforms.target_platform() if backend is None else backend
   if impl == "xla" or backend != "cpu":
     return "xla"
   kh, kw, cin_g, cout = kernel_shape

@@ -8,8 +8,9 @@ names are chosen so that nnx state paths spell the torch state-dict keys:
 """
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxseg import platforms
 from jaxseg.kernels.grouped_conv import grouped_conv_native
 from jaxseg.models.conv_algorithms import (CONV_IMPLS, conv1x1_gemm, conv_algorithm,
                                            conv_grouped_direct, conv_grouped_gemm,
@@ -79,7 +81,7 @@ class Conv2d(nnx.Module):
 
   Padding is the torch symmetric zero padding `padding` on each side, so output
   sizes equal torch's for every stride/dilation. `impl`: 'xla' always uses
-  lax.conv_general_dilated; 'auto' does the same except on the CPU backend, where
+  lax.conv_general_dilated; 'auto' does the same except in programs for the CPU, where
   some shapes run as GEMMs (see jaxseg/models/conv_algorithms.py).
   """
 
@@ -240,12 +242,37 @@ def block_output(x: jax.Array) -> jax.Array:
   forward). A conditional is a fusion boundary; its predicate is always true
   (`s >= s or isnan(s)` holds for every float) but XLA cannot prove it, so the
   conditional stays. (optimization_barrier is removed before fusion on CPU.)
-  Other backends get `x` unchanged.
+  Programs for other platforms get `x` unchanged.
   """
-  if jax.default_backend() != "cpu" or x.size == 0:
+  if platforms.target_platform() != "cpu" or x.size == 0:
     return x
   s = x[(0,) * x.ndim]
   return jax.lax.cond((s >= s) | jnp.isnan(s), lambda v: v, lambda v: v + v, x)
+
+
+REMAT_MODES = ("none", "block")
+
+
+def check_remat(remat: str) -> str:
+  if remat not in REMAT_MODES:
+    raise ValueError(f"train.remat={remat!r}; expected one of {REMAT_MODES}")
+  return remat
+
+
+def rematerialised(call: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+  """Decorates a residual block's `__call__(x, *, train, rngs)`: with `self.remat` set
+  (config.train.remat='block') the block runs under nnx.remat, so the backward pass keeps
+  only its input and recomputes its activations (one extra forward of the trunk, the memory
+  of one block's activations instead of all of them). Values and gradients are unchanged."""
+
+  @functools.wraps(call)
+  def wrapper(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
+    if not getattr(self, "remat", False):
+      return call(self, x, train=train, rngs=rngs)
+    # train is a Python bool: closed over, so it stays static inside the checkpoint.
+    return nnx.remat(lambda block, v, r: call(block, v, train=train, rngs=r))(self, x, rngs)
+
+  return wrapper
 
 
 def apply_layers(layers: Sequence[Any] | nnx.Module, x: jax.Array, *, train: bool,

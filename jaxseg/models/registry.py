@@ -52,7 +52,8 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32,
-                 param_dtype=jnp.float32, bn_groups: int = 1, **overrides: Any) -> nnx.Module:
+                 param_dtype=jnp.float32, bn_groups: int = 1, remat: str = "none",
+                 **overrides: Any) -> nnx.Module:
   """Builds a registered segmentation network.
 
   Args:
@@ -62,6 +63,8 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
     dtype: compute dtype (e.g. bf16 for training); logits are always float32.
     param_dtype: parameter dtype; normalisation statistics are always float32.
     bn_groups: BatchNorm statistic groups along the batch axis (1 = global BN).
+    remat: 'none' | 'block': residual blocks (ResNet, SE-ResNeXt, WideResNet) recompute their
+      activations in the backward pass instead of keeping them (config.train.remat).
     **overrides: every model accepts `precision` (lax precision of every conv),
       `conv_impl` ('auto': GEMM-based convs where faster on the CPU backend, else lax.conv;
       'xla': lax.conv everywhere) and `norm` (see jaxseg.models.norms.NORM_TYPES); the
@@ -83,7 +86,7 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
   cfg = default_cfg(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups,
                     precision=overrides.pop("precision", None),
                     conv_impl=overrides.pop("conv_impl", "auto"),
-                    norm=overrides.pop("norm", "batch"))
+                    norm=overrides.pop("norm", "batch"), remat=remat)
   # Group count of norm='group' / 'evonorm_s0' (jaxseg.models.norms), read from the cfg.
   cfg["norm_groups"] = int(overrides.pop("norm_groups", 32))
   return spec.build(num_classes, cfg=cfg, rngs=rngs, **overrides)

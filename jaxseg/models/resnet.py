@@ -20,7 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxseg.models.layers import (Conv2d, MaxPool2d, ReLU, _he_normal_fan_out,
-                                  apply_layers, block_output, scale_width)
+                                  apply_layers, block_output, check_remat, rematerialised,
+                                  scale_width)
 from jaxseg.models.norms import make_norm
 
 
@@ -50,7 +51,9 @@ class Bottleneck(nnx.Module):
     self.conv3 = _conv(planes, out, 1, cfg=cfg, rngs=rngs)
     self.bn3 = _bn(out, cfg)
     self.downsample = downsample
+    self.remat = cfg.get("remat", "none") == "block"
 
+  @rematerialised
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     kw = dict(train=train, rngs=rngs)
     out = jax.nn.relu(self.bn1(self.conv1(x), **kw))
@@ -78,7 +81,9 @@ class BasicBlock(nnx.Module):
     self.conv2 = _conv(planes, planes, 3, padding=dilation, dilation=dilation, cfg=cfg, rngs=rngs)
     self.bn2 = _bn(planes, cfg)
     self.downsample = downsample
+    self.remat = cfg.get("remat", "none") == "block"
 
+  @rematerialised
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     kw = dict(train=train, rngs=rngs)
     out = jax.nn.relu(self.bn1(self.conv1(x), **kw))
@@ -157,7 +162,11 @@ def make_resnet_trunk(depth: int, *, output_stride: int, width_multiplier: float
 
 
 def default_cfg(dtype=jnp.float32, param_dtype=jnp.float32, bn_groups: int = 1,
-                precision=None, conv_impl: str = "auto", norm: str = "batch") -> dict[str, Any]:
-  """The layer-construction settings shared by all trunks and heads."""
+                precision=None, conv_impl: str = "auto", norm: str = "batch",
+                remat: str = "none") -> dict[str, Any]:
+  """The layer-construction settings shared by all trunks and heads.
+
+  remat: 'none' | 'block' (residual blocks recompute their activations in the backward pass).
+  """
   return dict(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups, precision=precision,
-              conv_impl=conv_impl, norm=norm)
+              conv_impl=conv_impl, norm=norm, remat=check_remat(remat))

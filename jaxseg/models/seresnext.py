@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxseg.models.layers import (Conv2d, MaxPool2d, NamedSequential, ReLU,
-                                  apply_layers, block_output, divisible_groups, scale_width)
+from jaxseg.models.layers import (Conv2d, MaxPool2d, NamedSequential, ReLU, apply_layers,
+                                  block_output, divisible_groups, rematerialised, scale_width)
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import stage_schedule
 
@@ -58,7 +58,9 @@ class SEResNeXtBottleneck(nnx.Module):
     self.bn3 = _bn(out, cfg)
     self.se_module = SEModule(out, reduction, cfg=cfg, rngs=rngs)
     self.downsample = downsample
+    self.remat = cfg.get("remat", "none") == "block"
 
+  @rematerialised
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     kw = dict(train=train, rngs=rngs)
     out = jax.nn.relu(self.bn1(self.conv1(x), **kw))

@@ -15,7 +15,7 @@ import jax
 from flax import nnx
 
 from jaxseg.models.layers import (Conv2d, Dropout2d, MaxPool2d, NamedSequential, ReLU,
-                                  block_output, scale_width)
+                                  block_output, rematerialised, scale_width)
 from jaxseg.models.norms import make_norm
 
 WRN38_STRUCTURE = (3, 3, 6, 3, 1, 1)
@@ -67,7 +67,9 @@ class IdentityResidualBlock(nnx.Module):
     need_proj = stride != 1 or in_channels != channels[-1]
     self.proj_conv = (_conv(in_channels, channels[-1], 1, stride=stride, cfg=cfg, rngs=rngs)
                       if need_proj else None)
+    self.remat = cfg.get("remat", "none") == "block"
 
+  @rematerialised
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     kw = dict(train=train, rngs=rngs)
     bn1 = self.bn1[1](self.bn1[0](x, **kw))
