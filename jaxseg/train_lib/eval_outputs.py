@@ -1,4 +1,5 @@
-"""Evaluation pictures: the original `--dump_images` folders and metric charts (cv2 + numpy).
+"""Evaluation pictures: the original `--dump_images` folders, metric charts and the TensorBoard
+image grid (cv2 + numpy).
 
 Dump folders (file names as the original eval.py writes them, `name` = image file stem):
   rgb/<name>_color.png        prediction in the class colours
@@ -156,3 +157,93 @@ def confusion_chart(confusion: np.ndarray, class_names: Sequence[str], *,
           _text(canvas, f"{100 * norm[r, c]:.0f}",
                 (label_w + c * cell + 3, top + r * cell + cell // 2 + 4), 0.35, shade)
   return canvas
+
+
+class FirstImages:
+  """Keeps the first `count` valid eval images with their labels and predictions.
+
+  Its `add` is an `evaluate(on_batch=...)` callback: the predictions are the eval step's own
+  (no second forward pass), read from this process's rows of the batch.
+  """
+
+  def __init__(self, count: int):
+    self.count = max(int(count), 0)
+    self.images: list[np.ndarray] = []
+    self.labels: list[np.ndarray] = []
+    self.preds: list[np.ndarray] = []
+    self.names: list[str] = []
+
+  @property
+  def full(self) -> bool:
+    return len(self.images) >= self.count
+
+  def add(self, batch: dict, arrays: dict) -> None:
+    if self.full or "pred" not in arrays:
+      return
+    from jaxseg.train_lib import evaluate  # pylint: disable=g-import-not-at-top
+    preds = evaluate.local_rows(arrays["pred"])
+    valid = np.asarray(batch.get("valid", np.ones(len(preds), bool)), bool)
+    names = batch.get("name", [""] * len(preds))
+    for i in np.flatnonzero(valid)[:self.count - len(self.images)]:
+      self.images.append(np.asarray(batch["image"][i], np.uint8))
+      self.labels.append(np.asarray(batch["label"][i], np.uint8))
+      self.preds.append(np.asarray(preds[i], np.uint8))
+      self.names.append(str(names[i]))
+
+
+def _fit_width(image: np.ndarray, width: int, nearest: bool) -> np.ndarray:
+  h, w = image.shape[:2]
+  if w <= width:
+    return image
+  size = (width, max(1, round(h * width / w)))
+  return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
+def overlay_grid(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                 preds: Sequence[np.ndarray], colors: np.ndarray, *, alpha: float = 0.5,
+                 panel_width: int = 320, gap: int = 4) -> np.ndarray:
+  """One row per image: the image, the ground truth and the prediction as class-colour overlays.
+
+  Panels wider than `panel_width` are shrunk (event files hold PNGs, and tensorboardX's
+  pure-Python checksum costs ~1 s per MB). Ignored label pixels are black in the overlay.
+  """
+  if not images:
+    raise ValueError("overlay_grid: no images")
+  palette = palette_of(colors)
+  rows = []
+  for image, label, pred in zip(images, labels, preds):
+    image = _fit_width(np.asarray(image, np.uint8), panel_width, nearest=False)
+    hw = image.shape[1::-1]
+    label = cv2.resize(np.asarray(label, np.uint8), hw, interpolation=cv2.INTER_NEAREST)
+    pred = cv2.resize(np.asarray(pred, np.uint8), hw, interpolation=cv2.INTER_NEAREST)
+    panels = [image, blend(image, palette[label], alpha), blend(image, palette[pred], alpha)]
+    rows.append(panels)
+  width = max(p.shape[1] for row in rows for p in row)
+  header = 22
+  canvas_h = header + sum(max(p.shape[0] for p in row) + gap for row in rows)
+  canvas = np.full((canvas_h, 3 * width + 2 * gap, 3), 255, np.uint8)
+  for col, title in enumerate(("image", "ground truth", "prediction")):
+    _text(canvas, title, (col * (width + gap) + 4, 16), 0.5)
+  y = header
+  for row in rows:
+    for col, panel in enumerate(row):
+      x = col * (width + gap)
+      canvas[y:y + panel.shape[0], x:x + panel.shape[1]] = panel
+    y += max(p.shape[0] for p in row) + gap
+  return canvas
+
+
+def eval_pictures(shown: FirstImages, summary: dict, confusion: np.ndarray,
+                  class_names: Sequence[str], colors: np.ndarray, step: int, *,
+                  alpha: float = 0.5) -> dict[str, np.ndarray]:
+  """The TensorBoard pictures of one evaluation, by tag."""
+  pictures = {
+      "eval/iou_per_class": iou_bar_chart(
+          summary["iou"], class_names, colors,
+          title=f"IoU per class, step {step}, mIoU {100 * summary['miou']:.2f}"),
+      "eval/confusion": confusion_chart(confusion, class_names),
+  }
+  if shown.images:
+    pictures["eval/images"] = overlay_grid(shown.images, shown.labels, shown.preds, colors,
+                                           alpha=alpha)
+  return pictures

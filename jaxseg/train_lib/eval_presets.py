@@ -47,7 +47,8 @@ FIELDS = ("mode", "crop_size", "overlap", "scales", "flip", "crop_budget_mpix",
           "aspp_pool_size", "tile_average", "resize", "base_size", "tiling", "average")
 
 
-def _defaults() -> Any:
+def eval_defaults() -> Any:
+  """config_base's `eval` section: the values a preset may fill (and the API resets)."""
   from jaxseg.config_base import base_config  # pylint: disable=g-import-not-at-top
   return base_config().eval
 
@@ -72,7 +73,7 @@ def resolve(eval_cfg: Any, data_cfg: Any = None) -> dict[str, Any]:
   Raises ValueError naming the preset and field when a field set in the config contradicts
   the preset, or when a dataset-dependent value is missing.
   """
-  defaults = _defaults()
+  defaults = eval_defaults()
   get = lambda name: eval_cfg.get(name, defaults.get(name))
   fields = {name: get(name) for name in FIELDS}
   preset = str(eval_cfg.get("preset", "") or "")

@@ -2,15 +2,21 @@
 
 Both use the inference settings of `config.eval` (mode whole / sliding / pooling, scales,
 flip; see jaxseg/train_lib/sliding.py). Only the model variables are read from the checkpoint.
+
+Predict never throws finished work away for one bad input: every readable image of a folder is
+segmented and written, and so is every decodable frame of a video that ends before its declared
+frame count. The bad inputs are listed at the end (one line each, path and reason); with
+`data.on_bad_input='error'` (the default) the run then fails with `PartialInputError` (exit
+status 1 from jaxseg.main), with 'skip' it succeeds. A run where no input is readable fails.
 """
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+import sys
 import time
-from typing import Any
+from typing import Any, Iterable, Iterator
 
-import flax.nnx as nnx
 import jax
 import ml_collections
 import numpy as np
@@ -18,6 +24,7 @@ import tqdm
 from absl import logging
 
 from jaxseg import input_pipeline
+from jaxseg.inference import segmenter as segmenter_lib
 from jaxseg.input_pipeline import datasets
 from jaxseg.train_lib import checkpoint as checkpoint_lib
 from jaxseg.train_lib import class_share as class_share_lib
@@ -25,13 +32,25 @@ from jaxseg.train_lib import eval_outputs
 from jaxseg.train_lib import evaluate as evaluate_lib
 from jaxseg.train_lib import inference_model
 from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import precision as precision_lib
 from jaxseg.train_lib import sliding
-from jaxseg.train_lib import train_step as step_lib
-from jaxseg.train_lib import variables
 from jaxseg.train_lib import video as video_lib
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+ON_BAD_INPUT = ("error", "skip")
+
+
+class PartialInputError(ValueError):
+  """Predict inputs were unreadable or incomplete under data.on_bad_input='error'.
+
+  Raised after everything readable was written. Attributes: `written` (the files written) and
+  `problems` ((input path, one-line reason) pairs).
+  """
+
+  def __init__(self, message: str, written: list[pathlib.Path],
+               problems: list[tuple[pathlib.Path, str]]):
+    super().__init__(message)
+    self.written = written
+    self.problems = problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,46 +63,14 @@ class LoadedModel:
   step_dir: pathlib.Path
 
 
-def _checked_num_classes(config: ml_collections.ConfigDict, step_dir: pathlib.Path,
-                         meta: dict[str, Any], info: Any) -> int:
-  """The network's class count: the dataset's, or the universal one with eval.taxonomy."""
-  num_classes = inference_model.model_num_classes(config, info.num_classes)
-  what = (f"dataset '{config.data.name}'" if num_classes == info.num_classes
-          else f"taxonomy '{config.eval.taxonomy}'")
-  stored = int(meta.get("num_classes") or 0)
-  if stored and stored != num_classes:
-    raise ValueError(f"checkpoint {step_dir} predicts {stored} classes (model "
-                     f"'{meta.get('model')}') but {what} has {num_classes}: pass the --config "
-                     "the checkpoint was trained with (and eval.taxonomy for a universal model)")
-  wanted = int(config.model.num_classes)
-  if wanted > 0 and wanted != num_classes:
-    raise ValueError(f"config.model.num_classes={wanted} but {what} has {num_classes} classes")
-  return num_classes
-
-
-def _restore_host_vars(config: ml_collections.ConfigDict, checkpoint: str | pathlib.Path,
-                       step: int | None) -> tuple[dict[str, Any], Any, pathlib.Path]:
-  """Host copies of the checkpoint's model variables, after checking model and class count."""
-  step_dir = checkpoint_lib.resolve_checkpoint(checkpoint, step)
-  info = input_pipeline.dataset_info(config.data)
-  num_classes = _checked_num_classes(config, step_dir, checkpoint_lib.read_meta(step_dir), info)
-  model = step_lib.build_model(config, num_classes, rngs=nnx.Rngs(0))
-  checkpoint_lib.restore_model_variables(step_dir, model, expected_model=config.model.name)
-  params, stats = variables.model_variables(model)
-  return {"params": params, "batch_stats": stats}, info, step_dir
-
-
 def load_model(config: ml_collections.ConfigDict, checkpoint: str | pathlib.Path,
                step: int | None, mesh) -> LoadedModel:
   """Restores `checkpoint` and builds the segmenter of `config.eval`'s inference settings."""
   settings = sliding.InferenceSettings.from_config(config.eval, config.data)
-  model_vars, info, step_dir = _restore_host_vars(config, checkpoint, step)
-  pool = settings.aspp_pool_size if settings.mode == "pooling" else None
-  _, apply_fn = inference_model.build_apply_fn(config, info.num_classes, aspp_pool_size=pool)
-  segmenter = sliding.Segmenter(apply_fn, num_classes=info.num_classes, mesh=mesh,
-                                settings=settings,
-                                dtype=precision_lib.compute_dtype(config.precision),
-                                ignore_index=info.ignore_index)
+  step_dir = checkpoint_lib.resolve_checkpoint(checkpoint, step)
+  info = input_pipeline.dataset_info(config.data)
+  model_vars = inference_model.restore_variables(config, step_dir, info)
+  segmenter = inference_model.build_engine(config, info, mesh, settings)
   logging.info("restored %s (%s, %d classes); inference %s", step_dir, config.model.name,
                info.num_classes, settings)
   return LoadedModel(segmenter, jax.device_put(model_vars, mesh_lib.replicated(mesh)), info,
@@ -169,12 +156,51 @@ def list_images(input_path: str | pathlib.Path) -> list[pathlib.Path]:
   raise FileNotFoundError(f"--input {path} is neither an image or video file nor a folder")
 
 
-def read_rgb(path: pathlib.Path) -> np.ndarray:
-  """(H, W, 3) uint8 RGB; ValueError naming the file when it cannot be decoded."""
-  try:
-    return datasets.read_image(str(path))
-  except ValueError as e:
-    raise ValueError(f"--input: cannot read image {path}: {e}") from None
+def bad_input_policy(config: ml_collections.ConfigDict) -> str:
+  """config.data.on_bad_input, checked: 'error' or 'skip'."""
+  policy = str(config.data.get("on_bad_input", "error"))
+  if policy not in ON_BAD_INPUT:
+    raise ValueError(f"config.data.on_bad_input={policy!r}: expected one of {ON_BAD_INPUT}")
+  return policy
+
+
+def _problem_line(path: pathlib.Path, reason: str) -> str:
+  """One line naming the input and why it failed (reader messages often name the file)."""
+  reason = " ".join(str(reason).split())
+  return reason if str(path) in reason else f"{path}: {reason}"
+
+
+def _readable_images(files: Iterable[pathlib.Path], problems: list[tuple[pathlib.Path, str]]
+                     ) -> Iterator[tuple[pathlib.Path, np.ndarray]]:
+  """(path, RGB) of every decodable file; the others go to `problems` with the reason."""
+  for path in files:
+    try:
+      image = datasets.read_image(str(path))
+    except (ValueError, OSError) as e:
+      problems.append((path, _problem_line(path, str(e))))
+      continue
+    yield path, image
+
+
+def report_bad_inputs(problems: list[tuple[pathlib.Path, str]], total: int, policy: str,
+                      written: list[pathlib.Path], output_dir: pathlib.Path) -> None:
+  """Lists `problems` on stderr ('skip') or raises PartialInputError ('error').
+
+  With nothing written at all the run fails whatever the policy: skipping every input is no
+  success.
+  """
+  if not problems:
+    return
+  lines = "\n".join(f"  {line}" for _, line in problems)
+  what = f"{len(problems)} of {total} input{'' if total == 1 else 's'} unreadable or incomplete"
+  if not written:
+    raise PartialInputError(f"predict: {what}; nothing was written:\n{lines}", written, problems)
+  if policy == "error":
+    raise PartialInputError(
+        f"predict: {what}; everything readable was written to {output_dir} "
+        f"(with --config.data.on_bad_input=skip this run exits 0):\n{lines}", written, problems)
+  print(f"warning: {what}, skipped (data.on_bad_input=skip):\n{lines}", file=sys.stderr,
+        flush=True)
 
 
 def predict_paths(config: ml_collections.ConfigDict, *, checkpoint: str | pathlib.Path,
@@ -185,51 +211,59 @@ def predict_paths(config: ml_collections.ConfigDict, *, checkpoint: str | pathli
   Images: <rel>/<stem>_color.png and <stem>_overlay.png under `output_dir` (folder structure
   kept). Video: <stem>_overlay.mp4 and <stem>_color.mp4. Both: class_share.csv (pixel share of
   every class per image / frame, per folder and overall) and a printed table. Returns the
-  written masks, overlays or videos.
+  written masks, overlays or videos. Unreadable images and a video that ends early are handled
+  as the module docstring says (PartialInputError under data.on_bad_input='error').
   """
+  policy = bad_input_policy(config)
   source = pathlib.Path(input_path)
   if not source.exists():
     raise FileNotFoundError(f"--input {source} does not exist")
   files = None if video_lib.is_video(source) else list_images(source)
-  # One image at a time, any size: a single-device mesh (no padding to the device count).
-  mesh = mesh_lib.create_mesh({"data": 1}, devices=jax.local_devices()[:1])
-  loaded = load_model(config, checkpoint, step, mesh)
-  info, out = loaded.info, pathlib.Path(output_dir)
+  # The API's own path (jaxseg.Segmenter): one image per call, on one device, any size.
+  seg = segmenter_lib.Segmenter.from_config(config, checkpoint, step=step)
+  info, out = seg.info, pathlib.Path(output_dir)
   share = class_share_lib.ClassShare(info.class_names)
   alpha = float(config.eval.overlay_alpha)
 
-  def dispatch(image: np.ndarray) -> jax.Array:
-    return loaded.segmenter.predict(loaded.model_vars, jax.device_put(image[None]))
+  def dispatch(image: np.ndarray) -> segmenter_lib.Pending:
+    return seg.dispatch(image[None])
 
-  def fetch(handle: jax.Array) -> np.ndarray:
-    return np.asarray(jax.device_get(handle))[0]
+  def fetch(pending: segmenter_lib.Pending) -> np.ndarray:
+    return pending.result()[0][0]
 
+  problems: list[tuple[pathlib.Path, str]] = []
   if files is None:
-    written = video_lib.segment_video(source, out, dispatch=dispatch, fetch=fetch,
-                                      colors=info.colors, share=share,
-                                      fourcc=str(config.eval.video_fourcc), alpha=alpha,
-                                      progress=config.progress_bar)
+    video = video_lib.segment_video(source, out, dispatch=dispatch, fetch=fetch,
+                                    colors=info.colors, share=share,
+                                    fourcc=str(config.eval.video_fourcc), alpha=alpha,
+                                    progress=config.progress_bar)
+    written = video.paths
+    if video.problem:
+      problems.append((source, _problem_line(source, video.problem)))
     csv_path = share.write_csv(out / f"{source.stem}_class_share.csv")
   else:
     root = source if source.is_dir() else source.parent
     written = []
 
-    def emit(path: pathlib.Path, image: np.ndarray, handle: jax.Array) -> None:
-      pred = fetch(handle)
+    def emit(path: pathlib.Path, image: np.ndarray, pending: segmenter_lib.Pending) -> None:
+      pred = fetch(pending)
       rel = path.relative_to(root)
       share.add(str(rel), pred, group=str(rel.parent))
-      mask = evaluate_lib.colorize(pred, info.colors)
+      mask = seg.colorize(pred)
       stem = out / rel.parent / path.stem
       written.append(eval_outputs.write_png(stem.with_name(f"{path.stem}_color.png"), mask))
       written.append(eval_outputs.write_png(stem.with_name(f"{path.stem}_overlay.png"),
                                             evaluate_lib.overlay(image, mask, alpha)))
 
-    images = ((path, read_rgb(path)) for path in
-              tqdm.tqdm(files, desc="predict", unit="img", disable=not config.progress_bar))
+    images = _readable_images(
+        tqdm.tqdm(files, desc="predict", unit="img", disable=not config.progress_bar), problems)
     video_lib.pipelined(images, lambda item: dispatch(item[1]),
-                        lambda item, handle: emit(*item, handle))
+                        lambda item, pending: emit(*item, pending))
+    if not written:
+      report_bad_inputs(problems, len(files), policy, written, out)
     csv_path = share.write_csv(out / "class_share.csv")
   print(f"class share (% of pixels), {len(share.rows)} "
         f"{'frames' if files is None else 'images'}:\n{share.format_table()}\n"
         f"wrote {len(written)} files and {csv_path} to {out}", flush=True)
+  report_bad_inputs(problems, 1 if files is None else len(files), policy, written, out)
   return written

@@ -17,6 +17,7 @@ probabilities of the universal classes mapped to it (`taxonomy.universal_to_data
 from __future__ import annotations
 
 import functools
+import pathlib
 from typing import Any, Callable
 
 import flax.nnx as nnx
@@ -28,6 +29,9 @@ from absl import logging
 from jaxseg.input_pipeline import taxonomy as taxonomy_lib
 from jaxseg.models.interpolate import resize_bilinear_align_corners
 from jaxseg.models.layers import apply_layers
+from jaxseg.train_lib import checkpoint as checkpoint_lib
+from jaxseg.train_lib import precision as precision_lib
+from jaxseg.train_lib import sliding
 from jaxseg.train_lib import train_step as step_lib
 from jaxseg.train_lib import variables
 
@@ -139,3 +143,54 @@ def build_apply_fn(config: ml_collections.ConfigDict, num_classes: int, *,
     return logits
 
   return layout, apply_fn
+
+
+def checked_num_classes(config: ml_collections.ConfigDict, step_dir: pathlib.Path,
+                        meta: dict[str, Any], info: Any) -> int:
+  """The network's class count: the dataset's, or the universal one with eval.taxonomy.
+
+  Raises ValueError when the checkpoint's stored class count or config.model.num_classes
+  disagrees with the classes `info` describes.
+  """
+  num_classes = model_num_classes(config, info.num_classes)
+  what = (f"dataset '{info.name}'" if num_classes == info.num_classes
+          else f"taxonomy '{config.eval.taxonomy}'")
+  stored = int(meta.get("num_classes") or 0)
+  if stored and stored != num_classes:
+    raise ValueError(f"checkpoint {step_dir} predicts {stored} classes (model "
+                     f"'{meta.get('model')}') but {what} has {num_classes}: pass the --config "
+                     "the checkpoint was trained with (and eval.taxonomy for a universal model)")
+  wanted = int(config.model.num_classes)
+  if wanted > 0 and wanted != num_classes:
+    raise ValueError(f"config.model.num_classes={wanted} but {what} has {num_classes} classes")
+  return num_classes
+
+
+def restore_variables(config: ml_collections.ConfigDict, step_dir: pathlib.Path, info: Any
+                      ) -> dict[str, Any]:
+  """Host copies {'params', 'batch_stats'} of a step's model variables, after checking the
+  model name, the class count against `info` (a DatasetInfo) and that every value is finite."""
+  meta = checkpoint_lib.read_meta(step_dir)
+  num_classes = checked_num_classes(config, step_dir, meta, info)
+  model = step_lib.build_model(config, num_classes, rngs=nnx.Rngs(0))
+  checkpoint_lib.restore_model_variables(step_dir, model, expected_model=config.model.name)
+  params, stats = variables.model_variables(model)
+  variables.require_finite(params, stats, where=f"checkpoint {step_dir}")
+  return {"params": params, "batch_stats": stats}
+
+
+def build_engine(config: ml_collections.ConfigDict, info: Any, mesh: Any,
+                 settings: sliding.InferenceSettings | None = None, *,
+                 apply_fn: Callable[[dict[str, Any], jax.Array], jax.Array] | None = None
+                 ) -> sliding.Segmenter:
+  """The tiled / multi-scale inference engine of `settings` (default: config.eval's) for the
+  classes of `info`, on `mesh` (None: unsharded, for export). `apply_fn` (from build_apply_fn
+  with the same settings) saves building the model layout again."""
+  if settings is None:
+    settings = sliding.InferenceSettings.from_config(config.eval, config.data)
+  if apply_fn is None:
+    pool = settings.aspp_pool_size if settings.mode == "pooling" else None
+    _, apply_fn = build_apply_fn(config, info.num_classes, aspp_pool_size=pool)
+  return sliding.Segmenter(apply_fn, num_classes=info.num_classes, mesh=mesh, settings=settings,
+                           dtype=precision_lib.compute_dtype(config.precision),
+                           ignore_index=info.ignore_index)

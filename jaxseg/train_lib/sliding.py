@@ -76,10 +76,11 @@ class Segmenter:
   """Logits / predictions / confusion counts of image batches under `settings`.
 
   `apply_fn(model_vars, x)` maps normalised NHWC images (compute dtype) to float32 logits of
-  the same size. Image batches are global arrays split over the mesh's data axis.
+  the same size. Image batches are global arrays split over the mesh's data axis; without a
+  mesh nothing is sharded (one traceable pipeline, see jaxseg/export.py).
   """
 
-  def __init__(self, apply_fn: ApplyFn, *, num_classes: int, mesh: Mesh,
+  def __init__(self, apply_fn: ApplyFn, *, num_classes: int, mesh: Mesh | None,
                settings: InferenceSettings, dtype: Any = jnp.float32,
                ignore_index: int = 255):
     self.apply_fn = apply_fn
@@ -88,29 +89,37 @@ class Segmenter:
     self.settings = settings
     self.dtype = dtype
     self.ignore_index = ignore_index
-    rep, bat = mesh_lib.replicated(mesh), mesh_lib.batch_sharding(mesh)
+    # mesh=None: no sharding at all, one device's worth of work per call, so that the whole
+    # pipeline can be traced into one exportable program (jaxseg/export.py).
+    self.data_parallel = 1 if mesh is None else mesh_lib.data_parallel_size(mesh)
+    rep = None if mesh is None else mesh_lib.replicated(mesh)
+    bat = None if mesh is None else mesh_lib.batch_sharding(mesh)
+
+    def pin(sharding: Any) -> dict[str, Any]:
+      return {} if mesh is None else {"out_shardings": sharding}
+
     self._batched = bat
     # Inputs keep the shardings they come with (model variables may be replicated or FSDP
     # slices); outputs are pinned to the batch sharding.
-    self._prepare = jax.jit(self._prepare_impl, static_argnums=(1, 2, 3), out_shardings=bat)
-    self._chunk = jax.jit(self._chunk_impl, static_argnums=(5,), out_shardings=bat,
-                          donate_argnums=(2,))
+    self._prepare = jax.jit(self._prepare_impl, static_argnums=(1, 2, 3), **pin(bat))
+    self._chunk = jax.jit(self._chunk_impl, static_argnums=(5,), donate_argnums=(2,),
+                          **pin(bat))
     self._finish = jax.jit(self._finish_impl, static_argnums=(2, 3, 4, 5),
-                           out_shardings=bat, donate_argnums=(0,))
-    self._softmax = jax.jit(lambda t: jax.nn.softmax(t, axis=-1), out_shardings=bat)
+                           donate_argnums=(0,), **pin(bat))
+    self._softmax = jax.jit(lambda t: jax.nn.softmax(t, axis=-1), **pin(bat))
     self._zeros = functools.lru_cache(maxsize=None)(
-        lambda shape: jax.jit(lambda: jnp.zeros(shape, jnp.float32), out_shardings=bat))
-    self._argmax = jax.jit(lambda t: jnp.argmax(t, axis=-1).astype(jnp.uint8),
-                           out_shardings=bat)
-    self._counts = jax.jit(self._counts_impl, out_shardings=(rep, bat))
+        lambda shape: jax.jit(lambda: jnp.zeros(shape, jnp.float32), **pin(bat)))
+    self._argmax = jax.jit(lambda t: jnp.argmax(t, axis=-1).astype(jnp.uint8), **pin(bat))
+    self._probs = jax.jit(self._probs_impl, **pin(bat))
+    self._counts = jax.jit(self._counts_impl, **pin((rep, bat)))
     self._plans: dict[tuple[int, int, int], tuple[ScalePlan, ...]] = {}
     # One scale 1.0 tile covering the image, no flip: the plain model call of the training
     # eval step (same program, so `--mode eval` reproduces the in-training numbers exactly).
-    self._direct = jax.jit(self._direct_impl, out_shardings=bat)
-    self._direct_counts = jax.jit(self._direct_counts_impl, out_shardings=(rep, bat))
+    self._direct = jax.jit(self._direct_impl, **pin(bat))
+    self._direct_counts = jax.jit(self._direct_counts_impl, **pin((rep, bat)))
     # Image groups: each device's rows j..j+g (a local slice of the batch sharding).
-    self._take = jax.jit(self._take_impl, static_argnums=(1, 2, 3), out_shardings=bat)
-    self._merge = jax.jit(self._merge_impl, static_argnums=(1,), out_shardings=bat)
+    self._take = jax.jit(self._take_impl, static_argnums=(1, 2, 3), **pin(bat))
+    self._merge = jax.jit(self._merge_impl, static_argnums=(1,), **pin(bat))
 
   # ---------------------------------------------------------------- jitted pieces --
   def _prepare_impl(self, images: jax.Array, size: tuple[int, int],
@@ -178,6 +187,10 @@ class Segmenter:
                           valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     return self._counts_impl(self._direct_impl(model_vars, images), labels, valid)
 
+  def _probs_impl(self, scores: jax.Array) -> jax.Array:
+    # Averaged softmax scores already are probabilities; averaged logits are not.
+    return jax.nn.softmax(scores, axis=-1) if self.settings.average == "logits" else scores
+
   def _counts_impl(self, logits: jax.Array, labels: jax.Array, valid: jax.Array
                    ) -> tuple[jax.Array, jax.Array]:
     preds = jnp.argmax(logits, axis=-1)
@@ -187,7 +200,7 @@ class Segmenter:
 
   # ----------------------------------------------------------------------- public --
   def plans(self, height: int, width: int, batch: int) -> tuple[ScalePlan, ...]:
-    data = mesh_lib.data_parallel_size(self.mesh)
+    data = self.data_parallel
     if batch % data:
       raise ValueError(f"an inference batch of {batch} images does not split over the {data} "
                        "devices of the data axis: use a multiple (config.eval.batch_size)")
@@ -206,7 +219,7 @@ class Segmenter:
   def group_size(self, height: int, width: int, per_device: int) -> int:
     """Images per device segmented together: as many as the crop budget allows (>= 1)."""
     largest = max(p.crop_hw[0] * p.crop_hw[1]
-                  for p in self.plans(height, width, mesh_lib.data_parallel_size(self.mesh)))
+                  for p in self.plans(height, width, self.data_parallel))
     group = max(1, min(per_device, int(self.settings.crop_budget_mpix * 2**20 // largest)))
     while per_device % group:
       group -= 1
@@ -225,7 +238,7 @@ class Segmenter:
     if self.is_direct(h, w, n):
       out = self._direct(model_vars, images)
       return self._softmax(out) if self.settings.average != "logits" else out
-    data = mesh_lib.data_parallel_size(self.mesh)
+    data = self.data_parallel
     group = self.group_size(h, w, n // data)
     if group == n // data:
       return self._tiled_logits(model_vars, images)
@@ -250,13 +263,21 @@ class Segmenter:
     """(N, H, W, 3) uint8 -> (N, H, W) uint8 train ids."""
     return self._argmax(self.logits(model_vars, images))
 
+  def predict_with_probs(self, model_vars: Any, images: jax.Array
+                         ) -> tuple[jax.Array, jax.Array]:
+    """(N, H, W) uint8 train ids (as `predict`) and (N, H, W, K) float32 class probabilities:
+    the softmax of the averaged logits, or the averaged probabilities themselves."""
+    scores = self.logits(model_vars, images)
+    return self._argmax(scores), self._probs(scores)
+
   def confusion(self, model_vars: Any, batch: dict[str, jax.Array]
                 ) -> tuple[jax.Array, jax.Array]:
     """(K, K) int32 counts of a sharded {'image', 'label', 'valid'} batch, plus predictions."""
     images = batch["image"]
     valid = batch.get("valid")
     if valid is None:
-      valid = jax.device_put(np.ones(images.shape[0], bool), self._batched)
+      valid = np.ones(images.shape[0], bool)
+      valid = jax.device_put(valid, self._batched) if self._batched else jnp.asarray(valid)
     if self.is_direct(images.shape[1], images.shape[2], images.shape[0]):
       return self._direct_counts(model_vars, images, batch["label"], valid)
     return self._counts(self.logits(model_vars, images), batch["label"], valid)

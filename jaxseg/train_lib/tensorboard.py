@@ -1,170 +1,141 @@
-"""TensorBoard event files without TensorFlow.
+"""TensorBoard event files through tensorboardX (a maintained writer that needs no TensorFlow).
 
-An event file is a TFRecord stream of serialized `tensorflow.Event` protos. Only scalar summaries
-are written, which needs a handful of protobuf fields, so they are encoded by hand here instead of
-pulling in TensorFlow or tensorboardX.
+`SummaryWriter` keeps jaxseg's small interface (`scalars`, `image`, `flush`, `close`) over
+`tensorboardX.SummaryWriter`; `read_scalars` reads one event file back without TensorBoard
+(tests, scripts). Images are PNG-encoded with OpenCV, which jaxseg already needs, so the
+writer does not depend on Pillow (tensorboardX's own `add_image` does).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
-import socket
 import struct
-import time
-from typing import Iterator, Mapping
+import sys
+from types import ModuleType
+from typing import Any, Mapping
 
-_CRC32C_POLY = 0x82F63B78
+import cv2
+import numpy as np
 
-
-def _crc32c_table() -> list[int]:
-  table = []
-  for byte in range(256):
-    crc = byte
-    for _ in range(8):
-      crc = (crc >> 1) ^ _CRC32C_POLY if crc & 1 else crc >> 1
-    table.append(crc)
-  return table
+_WRITER_IDS = itertools.count()
 
 
-_TABLE = _crc32c_table()
+def _tensorboardx() -> ModuleType:
+  """tensorboardX, imported without PyTorch when PyTorch is not loaded yet.
+
+  tensorboardX imports torch whenever it is installed (7-8 s here) only to accept torch
+  tensors, which jaxseg never passes; hiding torch for the duration of the import makes it
+  fall back to numpy. A process that already imported torch keeps it.
+  """
+  if "tensorboardX" in sys.modules or "torch" in sys.modules:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+    return tensorboardX
+  sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` fail
+  try:
+    import tensorboardX  # pylint: disable=g-import-not-at-top
+  finally:
+    del sys.modules["torch"]
+  return tensorboardX
 
 
-def crc32c(data: bytes) -> int:
-  crc = 0xFFFFFFFF
-  for b in data:
-    crc = _TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(value: int) -> bytes:
-  out = bytearray()
-  value &= (1 << 64) - 1
-  while True:
-    bits = value & 0x7F
-    value >>= 7
-    if value:
-      out.append(bits | 0x80)
-    else:
-      out.append(bits)
-      return bytes(out)
-
-
-def _field_bytes(number: int, payload: bytes) -> bytes:
-  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _scalar_event(tag: str, value: float, step: int, wall_time: float) -> bytes:
-  # Summary.Value{tag=1, simple_value=2 (float32)}; Event{wall_time=1, step=2, summary=5}.
-  summary_value = _field_bytes(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", value)
-  summary = _field_bytes(1, summary_value)
-  return (_varint(1 << 3 | 1) + struct.pack("<d", wall_time) + _varint(2 << 3 | 0) +
-          _varint(int(step)) + _field_bytes(5, summary))
-
-
-def _version_event(wall_time: float) -> bytes:
-  return (_varint(1 << 3 | 1) + struct.pack("<d", wall_time) +
-          _field_bytes(3, b"brain.Event:2"))
-
-
-def _record(data: bytes) -> bytes:
-  header = struct.pack("<Q", len(data))
-  return (header + struct.pack("<I", _masked_crc(header)) + data +
-          struct.pack("<I", _masked_crc(data)))
+def encode_png(image: np.ndarray) -> bytes:
+  """An RGB (H, W, 3) or grey (H, W) uint8 array as PNG bytes."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim not in (2, 3) or (
+      image.ndim == 3 and image.shape[2] != 3):
+    raise ValueError(f"TensorBoard image: expected uint8 (H, W, 3) or (H, W), got "
+                     f"{image.dtype}{image.shape}")
+  data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+  ok, png = cv2.imencode(".png", np.ascontiguousarray(data))
+  if not ok:
+    raise ValueError(f"TensorBoard image: OpenCV could not encode {image.shape}")
+  return png.tobytes()
 
 
 class SummaryWriter:
-  """Appends scalar summaries to `logdir/events.out.tfevents.*`."""
+  """Scalars and images into `logdir/events.out.tfevents.<time>.<host>.<pid>[.<n>]`.
 
-  def __init__(self, logdir: str | os.PathLike):
+  `purge_step`: on a resumed run, TensorBoard hides what an earlier run logged at steps
+  >= purge_step (the steps done again).
+  """
+
+  def __init__(self, logdir: str | os.PathLike, *, purge_step: int | None = None,
+               flush_secs: int = 30):
     self.logdir = pathlib.Path(logdir)
     self.logdir.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{os.getpid()}"
-    self.path = self.logdir / name
-    self._file = open(self.path, "ab")
-    self._file.write(_record(_version_event(now)))
-    self._file.flush()
+    # tensorboardX names files by second and host and opens them with "wb": the pid and a
+    # per-process count keep two writers (two runs, two processes) from truncating each other.
+    n = next(_WRITER_IDS)
+    suffix = f".{os.getpid()}" + (f".{n}" if n else "")
+    self._writer = _tensorboardx().SummaryWriter(
+        logdir=str(self.logdir), purge_step=purge_step, flush_secs=flush_secs,
+        filename_suffix=suffix)
+    from tensorboardX.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+    self._summary_pb2 = summary_pb2
 
   def scalar(self, tag: str, value: float, step: int) -> None:
-    self._file.write(_record(_scalar_event(tag, float(value), step, time.time())))
+    self._writer.add_scalar(tag, float(value), int(step))
 
   def scalars(self, values: Mapping[str, float], step: int) -> None:
+    """Logs each value under its own tag, then flushes (a live TensorBoard sees them)."""
     for tag, value in values.items():
       self.scalar(tag, value, step)
     self.flush()
 
+  def image(self, tag: str, image: np.ndarray, step: int) -> None:
+    """One RGB (H, W, 3) or grey (H, W) uint8 picture."""
+    height, width = image.shape[:2]
+    pb = self._summary_pb2
+    picture = pb.Summary.Image(height=int(height), width=int(width),
+                               colorspace=3 if np.ndim(image) == 3 else 1,
+                               encoded_image_string=encode_png(image))
+    summary = pb.Summary(value=[pb.Summary.Value(tag=tag, image=picture)])
+    self._writer.file_writer.add_summary(summary, int(step))
+
+  def images(self, pictures: Mapping[str, np.ndarray], step: int) -> None:
+    """Logs each picture under its tag, then flushes."""
+    for tag, picture in pictures.items():
+      self.image(tag, picture, step)
+    self.flush()
+
   def flush(self) -> None:
-    self._file.flush()
+    self._writer.flush()
 
   def close(self) -> None:
-    if not self._file.closed:
-      self._file.close()
+    self._writer.close()
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-  shift = value = 0
-  while True:
-    b = buf[pos]
-    pos += 1
-    value |= (b & 0x7F) << shift
-    if not b & 0x80:
-      return value, pos
-    shift += 7
-
-
-def _parse_fields(buf: bytes) -> Iterator[tuple[int, int, object]]:
-  pos = 0
-  while pos < len(buf):
-    key, pos = _read_varint(buf, pos)
-    number, wire = key >> 3, key & 7
-    if wire == 0:
-      value, pos = _read_varint(buf, pos)
-    elif wire == 1:
-      value, pos = buf[pos:pos + 8], pos + 8
-    elif wire == 5:
-      value, pos = buf[pos:pos + 4], pos + 4
-    elif wire == 2:
-      size, pos = _read_varint(buf, pos)
-      value, pos = buf[pos:pos + size], pos + size
-    else:
-      raise ValueError(f"unsupported protobuf wire type {wire}")
-    yield number, wire, value
+def _records(data: bytes, path: Any) -> list[bytes]:
+  """The payloads of a TFRecord stream, every CRC checked."""
+  from tensorboardX.record_writer import masked_crc32c  # pylint: disable=g-import-not-at-top
+  out, pos = [], 0
+  while pos < len(data):
+    header = data[pos:pos + 8]
+    if len(header) < 8 or len(data) < pos + 12:
+      raise ValueError(f"{path}: truncated TFRecord at byte {pos}")
+    (length,) = struct.unpack("<Q", header)
+    (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+    record = data[pos + 12:pos + 12 + length]
+    tail = data[pos + 12 + length:pos + 16 + length]
+    if len(record) < length or len(tail) < 4:
+      raise ValueError(f"{path}: truncated TFRecord at byte {pos}")
+    if header_crc != masked_crc32c(header) or struct.unpack("<I", tail)[0] != masked_crc32c(
+        record):
+      raise ValueError(f"{path}: corrupt TFRecord at byte {pos}")
+    out.append(record)
+    pos += 16 + length
+  return out
 
 
 def read_scalars(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
   """Reads back {tag: [(step, value), ...]} from one event file, checking every CRC."""
-  data = pathlib.Path(path).read_bytes()
+  _tensorboardx()
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
   out: dict[str, list[tuple[int, float]]] = {}
-  pos = 0
-  while pos < len(data):
-    header = data[pos:pos + 8]
-    (length,) = struct.unpack("<Q", header)
-    (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
-    record = data[pos + 12:pos + 12 + length]
-    (record_crc,) = struct.unpack("<I", data[pos + 12 + length:pos + 16 + length])
-    if header_crc != _masked_crc(header) or record_crc != _masked_crc(record):
-      raise ValueError(f"{path}: corrupt TFRecord at byte {pos}")
-    pos += 16 + length
-    step, summary = 0, None
-    for number, _, value in _parse_fields(record):
-      if number == 2:
-        step = value
-      elif number == 5:
-        summary = value
-    if summary is None:
-      continue
-    for _, _, summary_value in _parse_fields(summary):
-      tag, scalar = None, None
-      for number, _, value in _parse_fields(summary_value):
-        if number == 1:
-          tag = value.decode()
-        elif number == 2:
-          (scalar,) = struct.unpack("<f", value)
-      if tag is not None and scalar is not None:
-        out.setdefault(tag, []).append((step, scalar))
+  for record in _records(pathlib.Path(path).read_bytes(), path):
+    event = event_pb2.Event.FromString(record)
+    for value in event.summary.value:
+      if value.WhichOneof("value") == "simple_value":
+        out.setdefault(value.tag, []).append((int(event.step), float(value.simple_value)))
   return out
