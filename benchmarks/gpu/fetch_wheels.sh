@@ -13,7 +13,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PYTHON=${PYTHON:-python3}
 DEST="${ROOT}/.whl"
 # name, then its version range from pyproject.toml (the deps the image lacks have no range).
-PACKAGES=("grain>=0.2.12,<0.3" "ml-collections>=1.0,<2" "array-record>=0.8.1" "portpicker")
+PACKAGES=("grain>=0.2.12,<0.3" "ml-collections>=1.0,<2" "array-record>=0.8.1" "portpicker"
+          "tensorboardX>=2.6" "protobuf>=3.20" "flatbuffers>=24.3")
 
 pin() {  # "name>=a,<b" -> "name==<installed version>" when this environment has a match
   "${PYTHON}" - "$1" <<'PY'
