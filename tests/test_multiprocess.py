@@ -173,7 +173,7 @@ def test_two_processes_equal_one_process_through_the_launcher_and_slurm(tmp_path
   extra = ["--config.train.num_steps=3", "--config.train.eval_every=3",
            "--config.train.checkpoint_every=2", "--config.checkpoint.async_save=False",
            "--config.train.preemption_sync_every=1"]  # the SIGTERM agreement runs every step
-  flags = {"XLA_FLAGS": SBATCH_XLA_FLAGS}
+  flags = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {SBATCH_XLA_FLAGS}"}
   _run(tmp_path / "single", 1, 8, extra, env=flags)
   multi = _run(tmp_path / "multi", 2, 4, extra, env=flags)
   assert "[1] " in multi and "process 1/2" in multi  # both processes ran, in one job
