@@ -1,5 +1,6 @@
 """Shared test helpers: loading configs/scripts by path, the tiny demo configuration, fast
 XLA:CPU compiles of one-off programs and a few real CamVid training steps."""
+import importlib.metadata
 import importlib.util
 import os
 import pathlib
@@ -56,7 +57,11 @@ def tiny_demo_config(num_steps: int = 4):
 # of the default compile time. Only code generation differs: the parity logits agree with the
 # default pipeline's to ~1e-6 relative L2, far inside the tolerances. (The GPU compiler the
 # library targets is not exercised by the tests either way.)
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+# jaxlib 0.11 dropped the emitter choice, and XLA aborts on an unknown XLA_FLAGS entry.
+if tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2]) < (0, 11):
+  FAST_COMPILE["xla_cpu_use_fusion_emitters"] = False
+FAST_XLA_FLAGS = " ".join(f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE.items())
 
 
 def compile_fast(jitted, *args):

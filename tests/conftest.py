@@ -6,12 +6,12 @@ import pathlib
 # compile, here and in the subprocesses they start (they inherit XLA_FLAGS): the suite is
 # compile-bound, and this halves its CPU time (test_train_step + test_eval_modes: 293 -> 134 CPU
 # seconds). Only code generation differs; parity tolerances are far above its ~1e-6 effect.
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
+from _testlib import COMPILE_CACHE, FAST_XLA_FLAGS  # imports no jax
+
+os.environ.setdefault("XLA_FLAGS", FAST_XLA_FLAGS)
 
 import jax  # noqa: E402  (after XLA_FLAGS)
-import pytest
-from _testlib import COMPILE_CACHE
+import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 # JAXSEG_TEST_PLATFORMS=auto lets `pytest -m gpu` (benchmarks/gpu/run.sh) see the GPU.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import pathlib
@@ -39,7 +40,9 @@ MATMUL_BF16_TFLOPS = 790.0
 GPU_LIMITS_S = {"a": 70, "b": 190, "c": 115, "d": 60, "e": 25}
 DRY_LIMITS_S = {"a": 300, "b": 200, "c": 300, "d": 200, "e": 120}
 # Dry run on XLA:CPU: the cheap compiler pipeline (as tests/_testlib.FAST_COMPILE).
-FAST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+FAST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+if tuple(int(v) for v in importlib.metadata.version("jaxlib").split(".")[:2]) < (0, 11):
+  FAST_XLA_FLAGS += " --xla_cpu_use_fusion_emitters=false"  # gone in jaxlib 0.11
 # The tiny model of the dry run (tests/_testlib.tiny_demo_config's model and widths).
 TINY_OVERRIDES = ["--config.model.overrides.width_multiplier=0.0625"]
 
