@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _settings(mode: str, args: argparse.Namespace):
-  from jaxseg.train_lib import sliding  # pylint: disable=g-import-not-at-top
+  from jaxseg.inference import sliding  # pylint: disable=g-import-not-at-top
   crop = args.crop_size or args.height
   common = dict(crop_size=crop, crop_budget_mpix=args.crop_budget_mpix)
   if mode == "whole":
@@ -76,17 +76,21 @@ def run_one(model: str, precision: str, mode: str, args: argparse.Namespace) -> 
   import flax.nnx as nnx  # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
-  from jaxseg.config_base import base_config
-  from jaxseg.train_lib import inference_model, sliding, train_step, variables
-  from jaxseg.train_lib import mesh as mesh_lib
-  from jaxseg.train_lib import precision as precision_lib
+
+  from jaxseg.config.base import base_config
+  from jaxseg.inference import model as inference_model
+  from jaxseg.inference import sliding
+  from jaxseg.models import registry
+  from jaxseg.runtime import mesh as mesh_lib
+  from jaxseg.runtime import precision as precision_lib
+  from jaxseg.runtime import variables
 
   config = base_config()
   config.model.name = model
   config.precision = precision
   if args.width_multiplier != 1.0:
     config.model.overrides.width_multiplier = args.width_multiplier
-  net = train_step.build_model(config, args.num_classes, rngs=nnx.Rngs(0))
+  net = registry.from_config(config, args.num_classes, rngs=nnx.Rngs(0))
   params, stats = variables.model_variables(net)
   del net
   device = jax.devices()[0]

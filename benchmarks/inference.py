@@ -23,10 +23,10 @@ import sys
 import time
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxseg.models import create_model, list_models
 

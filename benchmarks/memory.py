@@ -6,7 +6,7 @@ r"""Memory budget of the train step on paper: XLA's compiled memory analysis, no
 
 For each model x precision x remat x crop, the train step of the paper's Cityscapes recipe
 (configs/cityscapes_wrn38.py / cityscapes_srnx50.py: label relaxation loss, SGD with momentum;
-crop `--crops`, `--batch-per-device` images) is traced FOR A GPU (jaxseg.platforms.lowering_for:
+crop `--crops`, `--batch-per-device` images) is traced FOR A GPU (jaxseg.runtime.platforms.lowering_for:
 lax.conv everywhere, none of the CPU-only conv algorithms or fusion barriers), compiled by this
 host's XLA and its `memory_analysis()` read: arguments (parameters, BN statistics, momentum,
 the batch), outputs (the new state, aliased to the donated arguments), temporaries (the
@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _config(model: str, precision: str, remat: str, crop: int, batch: int, width: float):
-  from jaxseg.config_base import load_config_file
+  from jaxseg.config.base import load_config_file
   config = load_config_file(ROOT / RECIPES[model])
   config.precision = precision
   config.train.remat = remat
@@ -78,11 +78,11 @@ def measure_row(model: str, precision: str, remat: str, crop: int, batch: int,
   import jax
   import jax.numpy as jnp
 
-  from jaxseg import platforms
-  from jaxseg.train_lib import mesh as mesh_lib
-  from jaxseg.train_lib import optimizer as optimizer_lib
-  from jaxseg.train_lib import train_step as step_lib
-  from jaxseg.train_lib import trainer
+  from jaxseg.runtime import mesh as mesh_lib
+  from jaxseg.runtime import platforms
+  from jaxseg.train import loop as trainer
+  from jaxseg.train import optimizer as optimizer_lib
+  from jaxseg.train import step as step_lib
 
   config = _config(model, precision, remat, crop, batch, width)
   mesh = mesh_lib.create_mesh({"data": 1}, devices=jax.devices()[:1])

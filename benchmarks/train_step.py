@@ -22,8 +22,10 @@ from typing import Any
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from absl import app  # noqa: E402
-from absl import flags  # noqa: E402
+from absl import (
+  app,  # noqa: E402
+  flags,  # noqa: E402
+)
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", str(ROOT / "configs" / "demo.py"),
@@ -86,16 +88,17 @@ def _peak_memory(compiled, devices) -> tuple[float | None, str]:
 def benchmark(config, *, steps: int, warmup: int, num_classes: int = 0) -> dict[str, Any]:
   import jax
   import numpy as np
-  from jaxseg import input_pipeline
-  from jaxseg.train_lib import distributed
-  from jaxseg.train_lib import mesh as mesh_lib
-  from jaxseg.train_lib import optimizer as optimizer_lib
-  from jaxseg.train_lib import train_step as step_lib
-  from jaxseg.train_lib import trainer
+
+  from jaxseg import data as data_lib
+  from jaxseg.runtime import distributed
+  from jaxseg.runtime import mesh as mesh_lib
+  from jaxseg.train import loop as trainer
+  from jaxseg.train import optimizer as optimizer_lib
+  from jaxseg.train import step as step_lib
 
   distributed.maybe_initialize()
   if num_classes <= 0:
-    num_classes = input_pipeline.dataset_info(config.data).num_classes
+    num_classes = data_lib.dataset_info(config.data).num_classes
   mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
   batch_size = trainer.global_batch_size(config, mesh)
   tx, _ = optimizer_lib.create_optimizer(config, warmup + steps + 1)

@@ -12,14 +12,14 @@ with the mean / ignore 255). The trunk starts from semseg's ImageNet `resnet50_v
 New layers (ppm / cls / aux) train at 10x the base learning rate, as in semseg.
 Evaluation: semseg tests single-scale with sliding 473 crops on images resized to base 512.
 """
-from jaxseg import peer_recipes
+from jaxseg.config import recipes_peers
 
 MODEL = "PSPNetR50"
 CROP = 473
 
 
 def get_config():
-  c = peer_recipes.semseg(MODEL, crop_size=CROP)
+  c = recipes_peers.semseg(MODEL, crop_size=CROP)
   c.data.name = "ade20k"
   c.loss.ignore_index = 255
   c.optimizer.lr_multipliers = "ppm=10,cls=10,aux=10"

@@ -3,12 +3,12 @@
   python -m jaxseg.main --config configs/camvid.py --workdir /tmp/camvid \
       --config.data.root=/path/to/CamVid
 """
-from jaxseg import peer_recipes
-from jaxseg.config_base import base_config
+from jaxseg.config import recipes_peers
+from jaxseg.config.base import base_config
 
 
 def get_config():
-  c = peer_recipes.camvid(base_config())
+  c = recipes_peers.camvid(base_config())
   c.model.name = "DeepR50V3PlusD_m1"
   c.data.crop_size = 360
   c.data.scale_min = 0.5

@@ -9,8 +9,8 @@ Start from torchvision's COCO weights with a new 11-class classifier (main and a
 The schedule is configs/camvid.py's (crop 360, scale 0.5-2, batch 8, lr 0.01, 100 epochs) with
 torchvision's poly power 0.9 and aux weight 0.5.
 """
-from jaxseg import peer_recipes
+from jaxseg.config import recipes_peers
 
 
 def get_config():
-  return peer_recipes.camvid(peer_recipes.torchvision("DeepLabV3R50", crop_size=360))
+  return recipes_peers.camvid(recipes_peers.torchvision("DeepLabV3R50", crop_size=360))

@@ -13,8 +13,8 @@ network, and `last_layer` keeps its initialisation):
 Optimisation as HRNet-Semantic-Segmentation's seg_hrnet_w48 (SGD lr 0.01, momentum 0.9, weight
 decay 5e-4, poly 0.9), with configs/camvid.py's crops (360, scale 0.5-2) and 100 epochs.
 """
-from jaxseg import peer_recipes
+from jaxseg.config import recipes_peers
 
 
 def get_config():
-  return peer_recipes.camvid(peer_recipes.sgd_poly("HRNetW48", crop_size=360, weight_decay=5e-4))
+  return recipes_peers.camvid(recipes_peers.sgd_poly("HRNetW48", crop_size=360, weight_decay=5e-4))

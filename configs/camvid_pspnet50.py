@@ -7,8 +7,8 @@ configs/camvid.py's data with semseg's training recipe (lr 0.01 poly 0.9 per ite
 weight 0.4, scale 0.5-2.0, rotate 10, blur, flip); crop 361 ((361 - 1) % 8 == 0 like semseg's
 crops; the 360x480 frames are padded to it with ignore labels).
 """
-from jaxseg import peer_recipes
+from jaxseg.config import recipes_peers
 
 
 def get_config():
-  return peer_recipes.camvid(peer_recipes.semseg("PSPNetR50", crop_size=361))
+  return recipes_peers.camvid(recipes_peers.semseg("PSPNetR50", crop_size=361))

@@ -3,7 +3,7 @@
 Needs no download and finishes in minutes on a 2-core CPU:
   python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo
 """
-from jaxseg.config_base import base_config
+from jaxseg.config.base import base_config
 
 
 def get_config():

@@ -1,5 +1,5 @@
 """MSeg-style multi-dataset training: HRNetV2-W48 on Cityscapes + Mapillary + CamVid + ADE20K
-relabelled into jaxseg's universal taxonomy (jaxseg/input_pipeline/taxonomies/universal).
+relabelled into jaxseg's universal taxonomy (jaxseg/data/taxonomies/universal).
 
   python -m jaxseg.main --config configs/mseg_multi_hrnet_w48.py --workdir runs/mseg \
       --config.data.multi.sources.cityscapes.root=/data/cityscapes \
@@ -23,13 +23,13 @@ share of each epoch (MSeg gives each dataset its own GPU). MSeg trains on 7 rela
 """
 import ml_collections
 
-from jaxseg import peer_recipes
+from jaxseg.config import recipes_peers
 
 EXAMPLES = 3_000_000  # MSeg num_examples
 
 
 def get_config():
-  c = peer_recipes.sgd_poly("HRNetW48", crop_size=713)
+  c = recipes_peers.sgd_poly("HRNetW48", crop_size=713)
   c.data.name = "multi"
   c.data.multi.taxonomy = "universal"
   c.data.multi.sources = ml_collections.ConfigDict({

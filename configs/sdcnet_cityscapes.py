@@ -25,36 +25,36 @@ def get_config() -> ml_collections.ConfigDict:
   c.progress_bar = True
 
   c.sdcnet = ml_collections.ConfigDict()
-  c.sdcnet.model = 'SDCNet2DRecon'  # | 'SDCNet2D'
+  c.sdcnet.model = "SDCNet2DRecon"  # | 'SDCNet2D'
   c.sdcnet.sequence_length = 2  # the original's --sequence_length (Recon adds one internally)
   c.sdcnet.rgb_max = 255.0
   # Converted orbax dir, training workdir, or the original .pth(.tar). Training: init from it.
-  c.sdcnet.checkpoint = ''
+  c.sdcnet.checkpoint = ""
   c.sdcnet.random_init = False  # propagate with an untrained net (tests only)
 
   c.flow = ml_collections.ConfigDict()
-  c.flow.source = 'flownet2'  # 'flownet2' | 'dis' (OpenCV DIS optical flow, no weights)
-  c.flow.flownet2_checkpoint = ''  # converted orbax dir or FlowNet2_checkpoint.pth.tar
-  c.flow.dis_preset = 'medium'  # 'ultrafast' | 'fast' | 'medium'
+  c.flow.source = "flownet2"  # 'flownet2' | 'dis' (OpenCV DIS optical flow, no weights)
+  c.flow.flownet2_checkpoint = ""  # converted orbax dir or FlowNet2_checkpoint.pth.tar
+  c.flow.dis_preset = "medium"  # 'ultrafast' | 'fast' | 'medium'
 
   c.data = ml_collections.ConfigDict()
-  c.data.root = ''  # Cityscapes: leftImg8bit/, gtFine/ (and leftImg8bit_sequence/)
-  c.data.sequence_root = ''  # folder holding leftImg8bit_sequence/ (default: data.root)
+  c.data.root = ""  # Cityscapes: leftImg8bit/, gtFine/ (and leftImg8bit_sequence/)
+  c.data.sequence_root = ""  # folder holding leftImg8bit_sequence/ (default: data.root)
   # (H, W) to resize frames and labels to before anything else; (0, 0) = native size.
   c.data.image_size = (0, 0)
 
   c.propagate = ml_collections.ConfigDict()
-  c.propagate.method = 'sdcnet'  # 'sdcnet' | 'flow' (warp with the provider's flow only)
+  c.propagate.method = "sdcnet"  # 'sdcnet' | 'flow' (warp with the provider's flow only)
   c.propagate.steps = 5  # +-k frames, _aug.sh's --propagate 5
-  c.propagate.splits = 'train'  # comma list; sdc_aug.py does 'train'
-  c.propagate.output = ''  # default WORKDIR/sdc_aug
-  c.propagate.first_frame = 'anchor'  # steps >= 2 see (t, t+n-1, t+n) as sdc_aug.py; 'previous'
+  c.propagate.splits = "train"  # comma list; sdc_aug.py does 'train'
+  c.propagate.output = ""  # default WORKDIR/sdc_aug
+  c.propagate.first_frame = "anchor"  # steps >= 2 see (t, t+n-1, t+n) as sdc_aug.py; 'previous'
   c.propagate.batch_size = 2  # chains (annotated frame x direction) per device call
-  c.propagate.on_missing = 'error'  # 'skip': leave out chains whose video frames are missing
+  c.propagate.on_missing = "error"  # 'skip': leave out chains whose video frames are missing
   c.propagate.copy_annotated = True  # copy the annotated pair itself, as sdc_aug.py
 
   c.train = ml_collections.ConfigDict()
-  c.train.sequence_root = ''  # default: <sequence_root>/leftImg8bit_sequence/train
+  c.train.sequence_root = ""  # default: <sequence_root>/leftImg8bit_sequence/train
   c.train.crop_size = (448, 448)  # random crop (H, W), the original's default; (0, 0) = none
   c.train.batch_size = 4  # global (the original: 4 per GPU)
   c.train.num_epochs = 500
@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.num_workers = 4  # host threads decoding frames (and computing DIS flows)
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ml_collections.ConfigDict({'data': -1})
+  c.mesh.shape = ml_collections.ConfigDict({"data": -1})
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep = 3

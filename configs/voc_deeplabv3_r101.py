@@ -18,11 +18,11 @@ Starting weights: a converted torchvision checkpoint, e.g.
 images at scale 1 (`--config.eval.preset=deeplab_tutorial` gives the multi-scale + flip
 protocol).
 """
-from jaxseg import peer_recipes
+from jaxseg.config import recipes_peers
 
 
 def get_config():
-  c = peer_recipes.torchvision("DeepLabV3R101", crop_size=513)
+  c = recipes_peers.torchvision("DeepLabV3R101", crop_size=513)
   c.model.overrides.output_stride = 8
   c.data.name = "voc"
   c.data.train_split = "train_aug"

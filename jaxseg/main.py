@@ -15,9 +15,7 @@ import difflib
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
@@ -82,28 +80,27 @@ def main(argv: list[str]) -> None:
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")
   workdir = _require(_WORKDIR, _MODE.value)
-  from jaxseg.train_lib import compile_cache
-  from jaxseg.train_lib import distributed
+  from jaxseg.runtime import compile_cache, distributed
   compile_cache.enable(config.get("compile_cache", "auto"))
   distributed.maybe_initialize()
   if _MODE.value == "propagate":
     from jaxseg.sdcnet import propagate
     propagate.run_propagation(config, workdir)
   elif _MODE.value == "preview":
-    from jaxseg.input_pipeline import preview
+    from jaxseg.data import preview
     print("\n".join(str(p) for p in preview.write_preview(config, workdir)), flush=True)
   elif _MODE.value == "train" and "sdcnet" in config:
     from jaxseg.sdcnet import train as sdcnet_train
     sdcnet_train.train_sdcnet(config, workdir)
   elif _MODE.value == "train":
-    from jaxseg.train_lib import trainer
+    from jaxseg.train import loop as trainer
     trainer.train_and_evaluate(config, workdir)
   elif _MODE.value == "eval":
-    from jaxseg.train_lib import inference
+    from jaxseg.inference import commands as inference
     inference.evaluate_checkpoint(config, workdir, checkpoint=_CHECKPOINT.value or workdir,
                                   step=_STEP.value)
   elif _MODE.value == "predict":
-    from jaxseg.train_lib import inference
+    from jaxseg.inference import commands as inference
     try:
       inference.predict_paths(config, checkpoint=_CHECKPOINT.value or workdir, step=_STEP.value,
                               input_path=_require(_INPUT, "predict"),
@@ -127,7 +124,7 @@ def unknown_config_overrides(argv: list[str]) -> list[str]:
   path = _config_path(argv)
   if not path:
     return []
-  from jaxseg.config_base import load_config_file
+  from jaxseg.config.base import load_config_file
   config = load_config_file(path.split(":")[0])
   unknown = []
   for arg in argv:
@@ -149,7 +146,7 @@ def unknown_config_overrides(argv: list[str]) -> list[str]:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
   """Errors about the user's input (files, flags, config, checkpoints): printed as one line."""
-  from jaxseg.train_lib import checkpoint
+  from jaxseg.runtime import checkpoint
   return (ValueError, FileNotFoundError, NotADirectoryError, checkpoint.DamagedCheckpointError)
 
 

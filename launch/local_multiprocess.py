@@ -1,7 +1,7 @@
 r"""Runs a jaxseg command as N cooperating processes on this machine (JAX distributed runtime).
 
 Each process gets JAXSEG_COORDINATOR / JAXSEG_NUM_PROCESSES / JAXSEG_PROCESS_ID (read by
-jaxseg.train_lib.distributed) and, on CPU, JAXSEG_NUM_CPU_DEVICES virtual devices with gloo
+jaxseg.runtime.distributed) and, on CPU, JAXSEG_NUM_CPU_DEVICES virtual devices with gloo
 collectives: a multi-host job in miniature, e.g. 2 processes x 4 devices for the demo config
 
   python launch/local_multiprocess.py --num_processes 2 --devices_per_process 4 -- \

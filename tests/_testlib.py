@@ -21,7 +21,7 @@ def load_module(relpath: str):
 
 def load_config(relpath: str, **dotted_overrides):
   """`configs/<name>.py` with overrides given as {'section.field': value}."""
-  from jaxseg.config_base import load_config_file
+  from jaxseg.config.base import load_config_file
   config = load_config_file(ROOT / relpath)
   for key, value in dotted_overrides.items():
     *parents, leaf = key.split(".")
@@ -112,7 +112,7 @@ def camvid_smoke_config(data_root: pathlib.Path, model: str, *, recipe: str | No
   `recipe` (a configs/ file) supplies the rest (augmentation, optimizer, aux weight), else
   base_config's defaults; `lr` replaces the recipe's (a few steps must show progress).
   """
-  from jaxseg.config_base import base_config
+  from jaxseg.config.base import base_config
   c = load_config(recipe) if recipe else base_config()
   c.precision = "fp32"
   c.model.name = model
@@ -145,11 +145,11 @@ def camvid_training_metrics(config, *, steps: int = 8, batch_size: int = 4,
   import jax
   import numpy as np
 
-  from jaxseg import input_pipeline
-  from jaxseg.train_lib import losses
-  from jaxseg.train_lib import mesh as mesh_lib
-  from jaxseg.train_lib import optimizer as optimizer_lib
-  from jaxseg.train_lib import train_step as step_lib
+  from jaxseg import data as data_lib
+  from jaxseg.runtime import mesh as mesh_lib
+  from jaxseg.train import losses
+  from jaxseg.train import optimizer as optimizer_lib
+  from jaxseg.train import step as step_lib
   mesh = mesh_lib.create_mesh({"data": 1}, devices=jax.devices()[:1])
   tx, _ = optimizer_lib.create_optimizer(config, total_steps=100)
   patch = (mock.patch.object(step_lib, "build_model", build_model) if build_model
@@ -158,7 +158,7 @@ def camvid_training_metrics(config, *, steps: int = 8, batch_size: int = 4,
     fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=CAMVID_CLASSES, tx=tx,
                                          loss_fn=losses.make_loss_fn(config.loss))
     state = fns.init()
-  loader = input_pipeline.build_train_loader(config.data, global_batch_size=batch_size, seed=0)
+  loader = data_lib.build_train_loader(config.data, global_batch_size=batch_size, seed=0)
   batch = mesh_lib.shard_batch(next(loader), mesh)
   key = jax.random.key(0)
   train_step = compile_fast(fns.train_step, state, batch, key)

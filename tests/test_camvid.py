@@ -1,8 +1,8 @@
 """CamVid (SegNet layout) through the real loader, and a few training steps on it."""
+from _testlib import assert_loss_decreases, camvid_smoke_config, camvid_training_metrics
 import numpy as np
 
-from jaxseg import input_pipeline
-from _testlib import assert_loss_decreases, camvid_smoke_config, camvid_training_metrics
+from jaxseg import data as data_lib
 
 
 def _config(root):
@@ -12,13 +12,13 @@ def _config(root):
 
 def test_camvid_loader_shapes_dtypes_labels(shared_data):
   config = _config(shared_data / "camvid")
-  info = input_pipeline.dataset_info(config.data)
+  info = data_lib.dataset_info(config.data)
   assert info.num_classes == 11 and info.class_names[0].lower() == "sky"
-  batch = next(input_pipeline.build_train_loader(config.data, global_batch_size=4, seed=0))
+  batch = next(data_lib.build_train_loader(config.data, global_batch_size=4, seed=0))
   assert batch["image"].shape == (4, 64, 64, 3) and batch["image"].dtype == np.uint8
   assert batch["label"].shape == (4, 64, 64) and batch["label"].dtype == np.uint8
   assert set(np.unique(batch["label"])) <= set(range(11)) | {255}
-  eval_batch = next(iter(input_pipeline.build_eval_loader(config.data, batch_size=2)))
+  eval_batch = next(iter(data_lib.build_eval_loader(config.data, batch_size=2)))
   assert eval_batch["image"].shape == (2, 360, 480, 3)
   labels = set(np.unique(eval_batch["label"]))
   assert labels <= set(range(11)) | {255} and len(labels) >= 5

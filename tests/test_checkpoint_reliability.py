@@ -7,22 +7,23 @@ import re
 import signal
 from unittest import mock
 
+from _testlib import tiny_demo_config
 import flax.nnx as nnx
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import train_step as step_lib
-from jaxseg.train_lib import trainer
-from _testlib import tiny_demo_config
+from jaxseg.models import registry
+from jaxseg.runtime import checkpoint as checkpoint_lib
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.train import loop as trainer
+from jaxseg.train import step as step_lib
 
 # A tiny stand-in for a train state: retention and save errors do not depend on the model.
 MODEL_VARS = {"params": {"w": np.zeros(3, np.float32)}, "batch_stats": {}}
 TRAIN_VARS = {"step": np.zeros((), np.int32)}
 META = {"model": "m", "num_classes": 2}
-NO_SPACE = ValueError("RESOURCE_EXHAUSTED: Error writing local file \"x/_sharding\": Failed "
+NO_SPACE = ValueError('RESOURCE_EXHAUSTED: Error writing local file "x/_sharding": Failed '
                       "to write 615 bytes to file 5: No space left on device [os_error_code='28']")
 
 
@@ -176,7 +177,7 @@ def test_damaged_checkpoints_eval_names_them_resume_falls_back_full_disk_exits(t
   (ckpt / "2" / "model" / "_METADATA").unlink()  # an index file lost
 
   # eval/predict: one line naming the step, the file and the steps to pass as --step.
-  model = step_lib.build_model(_config(4), 8, rngs=nnx.Rngs(0))
+  model = registry.from_config(_config(4), 8, rngs=nnx.Rngs(0))
   with pytest.raises(checkpoint_lib.DamagedCheckpointError) as err:
     checkpoint_lib.restore_model_variables(tmp_path, model)
   message = str(err.value)

@@ -1,6 +1,6 @@
 """The GPU programs, checked on a CPU host: lowered for CUDA (no compile, no GPU).
 
-Layers choose their algorithm while traced (jaxseg/platforms.py): a program lowered for CUDA
+Layers choose their algorithm while traced (jaxseg/runtime/platforms.py): a program lowered for CUDA
 must hold plain convolutions, no CPU-only custom call (the native grouped conv), no CPU fusion
 barriers, and the Pallas Triton warp kernel. The same programs lowered for the CPU are the
 positive control: there the CPU paths must appear, so the checks can fail.
@@ -8,26 +8,27 @@ positive control: there the CPU paths must appear, so the checks can fail.
 import re
 from unittest import mock
 
+from _testlib import compile_fast
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _testlib import compile_fast
-from flax import nnx
 
-from jaxseg import kernels, platforms
+from jaxseg import kernels
+from jaxseg.config import base as config_base
+from jaxseg.inference import sliding
 from jaxseg.kernels import native, pallas_triton
 from jaxseg.models import conv_algorithms, layers, registry
 from jaxseg.models.resnet import BasicBlock, default_cfg
 from jaxseg.models.seresnext import SEResNeXtBottleneck
 from jaxseg.models.wider_resnet import IdentityResidualBlock
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.runtime import platforms, variables
 from jaxseg.sdcnet import warp_step
-from jaxseg.train_lib import losses
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import optimizer as optimizer_lib
-from jaxseg.train_lib import sliding
-from jaxseg.train_lib import train_step as step_lib
-from jaxseg.train_lib import variables
+from jaxseg.train import losses
+from jaxseg.train import optimizer as optimizer_lib
+from jaxseg.train import step as step_lib
 
 NUM_CLASSES = 5
 CROP = 32
@@ -73,14 +74,14 @@ def _abstract(tree, shardings):
     pytest.param("DeepSRNX50V3PlusD_m1", marks=pytest.mark.slow)])
 def test_train_step_lowers_for_cuda(model):
   """bf16 train step, tiny width, 2-device data-parallel mesh: the GPU program."""
-  from jaxseg.config_base import base_config
+  from jaxseg.config.base import base_config
   config = base_config()
   config.precision = "bf16"
   config.model.name = model
   config.model.overrides.width_multiplier = 0.0625
   mesh = mesh_lib.create_mesh({"data": 2}, devices=jax.devices()[:2])
   tx, _ = optimizer_lib.create_optimizer(config, total_steps=10)
-  loss_cfg = losses.default_loss_config()
+  loss_cfg = config_base.loss_config()
   loss_cfg.num_classes = NUM_CLASSES
   fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=NUM_CLASSES, tx=tx,
                                        loss_fn=losses.make_loss_fn(loss_cfg))
@@ -197,12 +198,12 @@ def test_remat_block_equals_none(kind):
 
 def test_train_remat_reaches_every_block():
   """config.train.remat='block' checkpoints each residual block of the trained model."""
-  from jaxseg.config_base import base_config
+  from jaxseg.config.base import base_config
   config = base_config()
   config.model.name = "DeepR18V3PlusD_m1"
   config.model.overrides.width_multiplier = 0.0625
   config.train.remat = "block"
-  model = step_lib.build_model(config, NUM_CLASSES, rngs=nnx.Rngs(0))
+  model = registry.from_config(config, NUM_CLASSES, rngs=nnx.Rngs(0))
   blocks = [m for _, m in nnx.iter_graph(model) if hasattr(m, "remat")]
   assert len(blocks) == 8 and all(b.remat for b in blocks)
   layout, params, stats = variables.split_model(model)
@@ -212,4 +213,4 @@ def test_train_remat_reaches_every_block():
   assert str(jaxpr).count("remat") == 8
   config.train.remat = "layer"
   with pytest.raises(ValueError, match="train.remat='layer'"):
-    step_lib.build_model(config, NUM_CLASSES, rngs=nnx.Rngs(0))
+    registry.from_config(config, NUM_CLASSES, rngs=nnx.Rngs(0))

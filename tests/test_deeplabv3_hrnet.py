@@ -16,10 +16,16 @@ import json
 import pathlib
 import sys
 
+from _testlib import (
+  assert_loss_decreases,
+  camvid_smoke_config,
+  camvid_training_metrics,
+  compile_fast,
+)
+from flax import nnx
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from jaxseg.convert import torch_layout
 from jaxseg.convert.converter import unwrap_checkpoint
@@ -28,8 +34,6 @@ from jaxseg.models import create_model, registry
 from jaxseg.models.deeplabv3 import Dropout
 from jaxseg.models.interpolate import resize_bilinear_half_pixel
 from jaxseg.models.layers import BatchNorm
-from _testlib import (assert_loss_decreases, camvid_smoke_config, camvid_training_metrics,
-                      compile_fast)
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "torchvision_mseg"
 sys.path.insert(0, str(FIXTURES.parent))
@@ -166,6 +170,7 @@ def test_resize_half_pixel_matches_torch():
 def test_convert_command_line(tmp_path, name, layout, classifier):
   torch = pytest.importorskip("torch")
   from _testlib import read_checkpoint_params
+
   from jaxseg.convert.__main__ import main
   model = create_model(name, num_classes=7, rngs=nnx.Rngs(1), width_multiplier=TINY)
   sd = torch_layout.model_state_dict(model, include_num_batches_tracked=True)

@@ -4,25 +4,26 @@ Tiny test-only conv models (registered as tests/test_losses_extra.py's ToyAuxMod
 every compile to a second: a BN-free one for the big-batch equality, one with a BatchNorm for
 the micro-batch statistics, and the trainer end to end for EMA evaluation, saving and resume.
 """
+from _testlib import compile_fast, read_checkpoint_params, tiny_demo_config
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from _testlib import compile_fast, read_checkpoint_params, tiny_demo_config
-from flax import nnx
 
-from jaxseg.config_base import base_config
-from jaxseg.models import registry
+from jaxseg.config import base as config_base
+from jaxseg.config.base import base_config
+from jaxseg.evaluation import evaluate as evaluate_lib
+from jaxseg.models import preprocess, registry
 from jaxseg.models.layers import BatchNorm, Conv2d
 from jaxseg.models.spec import ModelSpec
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import evaluate as evaluate_lib
-from jaxseg.train_lib import losses
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import optimizer as optimizer_lib
-from jaxseg.train_lib import train_step as step_lib
-from jaxseg.train_lib import trainer
+from jaxseg.runtime import checkpoint as checkpoint_lib
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.train import loop as trainer
+from jaxseg.train import losses
+from jaxseg.train import optimizer as optimizer_lib
+from jaxseg.train import step as step_lib
 
 C = 3
 
@@ -65,7 +66,7 @@ def _config(model: str, **train):
 def _fns(config):
   mesh = _fns_mesh()
   tx, _ = optimizer_lib.create_optimizer(config, total_steps=8)
-  cfg = losses.default_loss_config()
+  cfg = config_base.loss_config()
   cfg.num_classes = C
   fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=C, tx=tx,
                                        loss_fn=losses.make_loss_fn(cfg))
@@ -116,7 +117,7 @@ def test_batchnorm_normalises_each_micro_batch(toy_models):
   def stats_after(images, *micro):
     model = fns.layout.merge(start.params, start.batch_stats)
     for rows in micro:
-      model(step_lib.normalize_images(images[rows], jnp.float32), train=True)
+      model(preprocess.normalize_images(images[rows], jnp.float32), train=True)
     return step_lib.variables.split_model(model)[2]
 
   images = jnp.asarray(_batch()["image"])

@@ -8,14 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.config_base import base_config
+from jaxseg.config.base import base_config
+from jaxseg.inference import model as inference_model
+from jaxseg.inference import pil_resize, sliding
+from jaxseg.models import preprocess, registry
 from jaxseg.models.layers import apply_layers
-from jaxseg.train_lib import inference_model
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import pil_resize
-from jaxseg.train_lib import sliding
-from jaxseg.train_lib import train_step as step_lib
-from jaxseg.train_lib import variables
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.runtime import variables
 
 K = 5
 
@@ -136,7 +135,7 @@ def test_sliding_with_crop_at_least_image_equals_whole():
   config.model.name = "DeepR18V3PlusD_m1"
   config.model.overrides.width_multiplier = 0.0625
   config.precision = "fp32"
-  model = step_lib.build_model(config, K, rngs=nnx.Rngs(1))
+  model = registry.from_config(config, K, rngs=nnx.Rngs(1))
   params, stats = variables.model_variables(model)
   v = {"params": params, "batch_stats": stats}
   _, apply_fn = inference_model.build_apply_fn(config, K)
@@ -145,7 +144,7 @@ def test_sliding_with_crop_at_least_image_equals_whole():
   slide, _ = _segmenter(apply_fn, devices=2, mode="sliding", crop_size=56)
   a, b = _logits(whole, mesh, v, images), _logits(slide, mesh, v, images)
   np.testing.assert_array_equal(a, b)
-  direct = np.asarray(model(step_lib.normalize_images(jnp.asarray(images), jnp.float32)))
+  direct = np.asarray(model(preprocess.normalize_images(jnp.asarray(images), jnp.float32)))
   np.testing.assert_allclose(a, direct, rtol=1e-5, atol=1e-5)
   # Smaller tiles really tile: different numbers, same shape.
   tiled, _ = _segmenter(apply_fn, devices=2, mode="sliding", crop_size=24)
@@ -166,7 +165,7 @@ def _reference(apply_fn, v, image, scales, crop, flip, tile_average):
     for v_idx, img in enumerate(variants):
       full, count = np.zeros((K, hs, ws)), np.zeros((K, hs, ws))
       for y1, y2, x1, x2 in _original_boxes(hs, ws, tile, 1 / 3):
-        x = step_lib.normalize_images(jnp.asarray(img[None, y1:y2, x1:x2]), jnp.float32)
+        x = preprocess.normalize_images(jnp.asarray(img[None, y1:y2, x1:x2]), jnp.float32)
         full[:, y1:y2, x1:x2] += np.asarray(apply_fn(v, x))[0].transpose(2, 0, 1)
         if tile_average == "original":
           count[y1:y2, x1:x2] += 1  # sic: eval.py indexes (classes, rows)
@@ -205,7 +204,7 @@ def test_flip_tta_of_a_flip_equivariant_model_is_exact():
     np.testing.assert_allclose(b, a, rtol=0, atol=2e-6, err_msg=f"{mode} {extra}")
   # Tiles of a per-pixel model agree everywhere: sliding + flip = the plain model call.
   seg, mesh = _segmenter(_pixel_model, mode="sliding", crop_size=20, flip=True)
-  direct = _pixel_model(v, step_lib.normalize_images(jnp.asarray(images), jnp.float32))
+  direct = _pixel_model(v, preprocess.normalize_images(jnp.asarray(images), jnp.float32))
   np.testing.assert_allclose(_logits(seg, mesh, v, images), np.asarray(direct), atol=2e-6)
 
 
@@ -246,7 +245,7 @@ def test_fixed_aspp_pool_averages_fixed_windows():
   config.model.name = "DeepR18V3PlusD_m1"
   config.model.overrides.width_multiplier = 0.0625
   config.precision = "fp32"
-  model = step_lib.build_model(config, K, rngs=nnx.Rngs(2))
+  model = registry.from_config(config, K, rngs=nnx.Rngs(2))
   params, stats = variables.model_variables(model)
   v = {"params": params, "batch_stats": stats}
   layout, apply_fixed = inference_model.build_apply_fn(config, K, aspp_pool_size=3)

@@ -7,16 +7,16 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg.config_base import base_config
-from jaxseg.input_pipeline import datasets
-from jaxseg.input_pipeline import labels as labels_lib
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import eval_outputs
-from jaxseg.train_lib import evaluate as evaluate_lib
-from jaxseg.train_lib import inference
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import metrics as metrics_lib
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg.config.base import base_config
+from jaxseg.data import datasets, pictures
+from jaxseg.data import labels as labels_lib
+from jaxseg.evaluation import evaluate as evaluate_lib
+from jaxseg.evaluation import metrics as metrics_lib
+from jaxseg.evaluation import report as eval_outputs
+from jaxseg.inference import commands as inference
+from jaxseg.models import registry
+from jaxseg.runtime import checkpoint as checkpoint_lib
+from jaxseg.runtime import mesh as mesh_lib
 
 TABLE = labels_lib.cityscapes_table()
 
@@ -76,7 +76,7 @@ def test_metrics_equal_cityscapesscripts_on_real_labels(shared_data, tmp_path):
 
 
 def _tiny_checkpoint(config, path, num_classes):
-  model = step_lib.build_model(config, num_classes, rngs=nnx.Rngs(7))
+  model = registry.from_config(config, num_classes, rngs=nnx.Rngs(7))
   return checkpoint_lib.save_model_checkpoint(
       path, model, metadata={"model": config.model.name, "num_classes": num_classes})
 
@@ -124,7 +124,7 @@ def test_eval_checkpoint_on_cityscapes_equals_cityscapesscripts(shared_data, tmp
   np.testing.assert_array_equal(_read(out / "rgb" / f"{name}_color.png"), TABLE.colorize(train_ids))
   image = _read(shared_data / "cityscapes" / "leftImg8bit" / "val" / "frankfurt" / f"{name}.png")
   composed = _read(out / "compose" / f"{name}_compose.png")
-  np.testing.assert_array_equal(composed, eval_outputs.blend(image, TABLE.colorize(train_ids)))
+  np.testing.assert_array_equal(composed, pictures.blend(image, TABLE.colorize(train_ids)))
   label = TABLE.to_train_ids(_read(gt))
   np.testing.assert_array_equal(_read(out / "diff" / f"{name}_diff.png"),
                                 eval_outputs.error_image(composed, train_ids, label))

@@ -8,14 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.config_base import base_config
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import sliding
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg.config.base import base_config
+from jaxseg.inference import sliding
+from jaxseg.models import preprocess
+from jaxseg.runtime import mesh as mesh_lib
 
 K = 5
-MEAN = np.array(step_lib.IMAGENET_MEAN) * 255
-STD = np.array(step_lib.IMAGENET_STD) * 255
+MEAN = np.array(preprocess.IMAGENET_MEAN) * 255
+STD = np.array(preprocess.IMAGENET_STD) * 255
 
 
 def _model(v, x):

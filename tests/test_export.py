@@ -8,9 +8,10 @@ import pytest
 
 import jaxseg
 from jaxseg import export
-from jaxseg.config_base import base_config
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg.config.base import base_config
+from jaxseg.export import __main__ as export_cli
+from jaxseg.models import registry
+from jaxseg.runtime import checkpoint as checkpoint_lib
 
 MODEL = "DeepR18V3PlusD_m1"
 H, W = 40, 56
@@ -26,7 +27,7 @@ def checkpoint(tmp_path_factory):
   config.model.name = MODEL
   config.model.overrides.width_multiplier = 0.0625
   path = tmp_path_factory.mktemp("ckpt")
-  model = step_lib.build_model(config, 11, rngs=nnx.Rngs(1))
+  model = registry.from_config(config, 11, rngs=nnx.Rngs(1))
   checkpoint_lib.save_model_checkpoint(path, model, metadata={
       "model": MODEL, "num_classes": 11, "model_overrides": {"width_multiplier": 0.0625}})
   return path
@@ -76,7 +77,7 @@ def test_symbolic_batch_export_equals_the_in_process_model(seg, tmp_path):
 
 def test_command_line_export_of_ids_from_float_input(checkpoint, seg, tmp_path, capsys):
   out = tmp_path / "ids.stablehlo"
-  status = export.main(["--checkpoint", str(checkpoint), "--out", str(out), "--height", str(H),
+  status = export_cli.main(["--checkpoint", str(checkpoint), "--out", str(out), "--height", str(H),
                         "--width", str(W), "--batch", "2", "--output", "ids",
                         "--input-dtype", "float32", "--precision", "fp32", "--flip"])
   assert status == 0 and f"wrote {out}" in capsys.readouterr().out
@@ -90,15 +91,15 @@ def test_command_line_export_of_ids_from_float_input(checkpoint, seg, tmp_path, 
 
 
 def test_bad_exports_and_artifacts_are_one_line_errors(checkpoint, tmp_path, capsys):
-  status = export.main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "m"),
+  status = export_cli.main(["--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "m"),
                         "--height", "8", "--width", "8"])
   err = capsys.readouterr().err
   assert status == 1 and err.startswith("error: no checkpoint under") and err.count("\n") == 1
-  status = export.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m"),
+  status = export_cli.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m"),
                         "--height", "0", "--width", "8"])
   assert status == 1 and "height=0, width=8; expected positive" in capsys.readouterr().err
   with pytest.raises(SystemExit):  # argparse: the size is required
-    export.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m")])
+    export_cli.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "m")])
   junk = tmp_path / "junk.stablehlo"
   junk.write_bytes(b"not an artifact")
   with pytest.raises(ValueError, match="junk.stablehlo is not a jax.export artifact"):

@@ -7,6 +7,7 @@ Sizes are tiny either way: these prove execution and agreement, benchmarks/ meas
 """
 import os
 
+from _testlib import load_module
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +15,6 @@ import pytest
 
 from jaxseg.kernels import pallas_triton
 from jaxseg.kernels.resample2d import resample2d
-from _testlib import load_module
 
 pytestmark = pytest.mark.gpu
 # The dry run's tiny demo model; benchmarks/gpu/suite.py --dry-run times the same programs.

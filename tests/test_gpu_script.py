@@ -8,9 +8,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from _testlib import ROOT, load_module, subprocess_env
+import pytest
 
 
 def _suite():

@@ -6,15 +6,13 @@ Pallas (interpret mode) against XLA, custom_vjp gradients against autodiff,
 and that the Pallas kernels lower to Triton for CUDA (no GPU needed).
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jax
-import jax.numpy as jnp
-
 from jaxseg import kernels
-from jaxseg.kernels import pallas_resample
-from jaxseg.kernels import pallas_triton
+from jaxseg.kernels import pallas_resample, pallas_triton
 from jaxseg.kernels.resample2d import resample2d_xla
 
 PALLAS_IMPLS = ["xla", "pallas"]  # 'pallas' runs interpreted on CPU.

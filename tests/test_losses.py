@@ -1,4 +1,4 @@
-"""Parity and property tests for jaxseg.train_lib.losses / relaxed_targets.
+"""Parity and property tests for jaxseg.train.losses / relaxed_targets.
 
 Fixture: ../shared/reference/loss (README section 4), produced by the original
 PyTorch losses; arrays there are NCHW and are transposed to NHWC here.
@@ -11,34 +11,34 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxseg.train_lib import losses
-from jaxseg.train_lib.relaxed_targets import find_boundaries_thick
-from jaxseg.train_lib.relaxed_targets import relaxed_boundary_targets
+from jaxseg.config import base as config_base
+from jaxseg.train import losses
+from jaxseg.train.relaxed_targets import find_boundaries_thick, relaxed_boundary_targets
 
 C = 19
 STRICT = (5, 6, 7, 11, 12, 17, 18)
 RELAX = {
-    'relax_plain': dict(strict=(), relax_off=False),
-    'relax_strict': dict(strict=STRICT, relax_off=False),
-    'relax_strict_rlxoff': dict(strict=STRICT, relax_off=True),
+    "relax_plain": dict(strict=(), relax_off=False),
+    "relax_strict": dict(strict=STRICT, relax_off=False),
+    "relax_strict_rlxoff": dict(strict=STRICT, relax_off=True),
 }
 LOSS_RTOL = 1e-6
 GRAD_RTOL = 1e-5
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def fixture(reference_dir):
-  folder = reference_dir / 'loss'
-  if not (folder / 'loss_fixture.npz').is_file():
-    pytest.skip(f'loss fixture not found in {folder}')
-  data = dict(np.load(folder / 'loss_fixture.npz'))
-  meta = json.loads((folder / 'meta.json').read_text())
-  out = {'meta': meta, 'labels': data['labels'],
-         'logits': data['logits'].transpose(0, 2, 3, 1)}
+  folder = reference_dir / "loss"
+  if not (folder / "loss_fixture.npz").is_file():
+    pytest.skip(f"loss fixture not found in {folder}")
+  data = dict(np.load(folder / "loss_fixture.npz"))
+  meta = json.loads((folder / "meta.json").read_text())
+  out = {"meta": meta, "labels": data["labels"],
+         "logits": data["logits"].transpose(0, 2, 3, 1)}
   for k, v in data.items():
-    if k.startswith(('grad_', 'target_')):
+    if k.startswith(("grad_", "target_")):
       out[k] = v.transpose(0, 2, 3, 1)
-    elif k.startswith('loss_'):
+    elif k.startswith("loss_"):
       out[k] = float(v)
   return out
 
@@ -50,14 +50,14 @@ def _rel_l2(a, b) -> float:
 
 
 def _check(value, grad, fixture, variant):
-  ref = fixture[f'loss_{variant}']
-  assert ref == pytest.approx(fixture['meta']['loss_values'][variant])
+  ref = fixture[f"loss_{variant}"]
+  assert ref == pytest.approx(fixture["meta"]["loss_values"][variant])
   assert abs(float(value) - ref) <= LOSS_RTOL * abs(ref), (variant, value, ref)
-  assert _rel_l2(grad, fixture[f'grad_{variant}']) <= GRAD_RTOL, variant
+  assert _rel_l2(grad, fixture[f"grad_{variant}"]) <= GRAD_RTOL, variant
 
 
 def _config(name, **kw) -> ml_collections.ConfigDict:
-  cfg = losses.default_loss_config()
+  cfg = config_base.loss_config()
   cfg.name = name
   cfg.num_classes = C
   for k, v in kw.items():
@@ -68,24 +68,24 @@ def _config(name, **kw) -> ml_collections.ConfigDict:
 # ------------------------------------------------------------ relaxed targets
 
 
-@pytest.mark.parametrize('variant', sorted(RELAX))
+@pytest.mark.parametrize("variant", sorted(RELAX))
 def test_relaxed_targets_match_original_exactly(fixture, variant):
   opts = RELAX[variant]
   got = relaxed_boundary_targets(
-      jnp.asarray(fixture['labels']), num_classes=C,
-      strict_border_classes=opts['strict'], relax_off=opts['relax_off'],
+      jnp.asarray(fixture["labels"]), num_classes=C,
+      strict_border_classes=opts["strict"], relax_off=opts["relax_off"],
       dtype=jnp.uint8)
-  ref = fixture[f'target_{variant}']
+  ref = fixture[f"target_{variant}"]
   assert got.shape == ref.shape == (2, 64, 128, C + 1)
   np.testing.assert_array_equal(np.asarray(got), ref)
 
 
 def test_relaxed_targets_single_image_and_float_dtype(fixture):
-  got = relaxed_boundary_targets(jnp.asarray(fixture['labels'][1]),
+  got = relaxed_boundary_targets(jnp.asarray(fixture["labels"][1]),
                                  num_classes=C, strict_border_classes=STRICT)
   assert got.dtype == jnp.float32 and got.shape == (64, 128, C + 1)
   np.testing.assert_array_equal(np.asarray(got),
-                                fixture['target_relax_strict'][1])
+                                fixture["target_relax_strict"][1])
 
 
 def test_find_boundaries_thick_small_case():
@@ -116,52 +116,52 @@ def test_relaxed_targets_wider_window_and_image_border():
 # ------------------------------------------------------------ losses vs fixture
 
 
-@pytest.mark.parametrize('variant', sorted(RELAX))
+@pytest.mark.parametrize("variant", sorted(RELAX))
 def test_label_relaxation_matches_original(fixture, variant):
   opts = RELAX[variant]
-  targets = jnp.asarray(fixture[f'target_{variant}'])
+  targets = jnp.asarray(fixture[f"target_{variant}"])
   fn = lambda lg: losses.label_relaxation_loss(
-      lg, targets, num_classes=C, relax_off=opts['relax_off'])
-  value, grad = jax.value_and_grad(fn)(jnp.asarray(fixture['logits']))
+      lg, targets, num_classes=C, relax_off=opts["relax_off"])
+  value, grad = jax.value_and_grad(fn)(jnp.asarray(fixture["logits"]))
   assert value.dtype == jnp.float32 and value.shape == ()
   _check(value, grad, fixture, variant)
 
 
-@pytest.mark.parametrize('variant', ['cross_entropy', 'image_based_ce_ub1',
-                                     'image_based_ce_ub6'])
+@pytest.mark.parametrize("variant", ["cross_entropy", "image_based_ce_ub1",
+                                     "image_based_ce_ub6"])
 def test_cross_entropy_variants_match_original(fixture, variant):
-  labels = jnp.asarray(fixture['labels'])
-  if variant == 'cross_entropy':
+  labels = jnp.asarray(fixture["labels"])
+  if variant == "cross_entropy":
     fn = lambda lg: losses.cross_entropy(lg, labels)
   else:
-    ub = 1.0 if variant.endswith('ub1') else 6.0
+    ub = 1.0 if variant.endswith("ub1") else 6.0
     fn = lambda lg: losses.image_based_cross_entropy(
         lg, labels, num_classes=C, upper_bound=ub)
-  value, grad = jax.value_and_grad(fn)(jnp.asarray(fixture['logits']))
+  value, grad = jax.value_and_grad(fn)(jnp.asarray(fixture["logits"]))
   _check(value, grad, fixture, variant)
 
 
-@pytest.mark.parametrize('variant', sorted(RELAX) + ['cross_entropy',
-                                                     'image_based_ce_ub6'])
+@pytest.mark.parametrize("variant", sorted(RELAX) + ["cross_entropy",
+                                                     "image_based_ce_ub6"])
 def test_make_loss_fn_end_to_end_jit(fixture, variant):
   if variant in RELAX:
-    cfg = _config('label_relaxation',
-                  strict_border_classes=RELAX[variant]['strict'],
-                  rlx_off=RELAX[variant]['relax_off'])
-  elif variant == 'cross_entropy':
-    cfg = _config('cross_entropy')
+    cfg = _config("label_relaxation",
+                  strict_border_classes=RELAX[variant]["strict"],
+                  rlx_off=RELAX[variant]["relax_off"])
+  elif variant == "cross_entropy":
+    cfg = _config("cross_entropy")
   else:
-    cfg = _config('image_based_ce', upper_bound=6.0)
+    cfg = _config("image_based_ce", upper_bound=6.0)
   loss_fn = losses.make_loss_fn(cfg)
-  labels = jnp.asarray(fixture['labels'])
+  labels = jnp.asarray(fixture["labels"])
 
   @jax.jit
   def value_and_grad(lg):
     return jax.value_and_grad(loss_fn, has_aux=True)(lg, labels)
 
-  (value, aux), grad = value_and_grad(jnp.asarray(fixture['logits']))
+  (value, aux), grad = value_and_grad(jnp.asarray(fixture["logits"]))
   _check(value, grad, fixture, variant)
-  assert float(aux['valid_pixels']) == float(np.sum(fixture['labels'] != 255))
+  assert float(aux["valid_pixels"]) == float(np.sum(fixture["labels"] != 255))
 
 
 # ------------------------------------------------------------ properties
@@ -195,7 +195,7 @@ def _reference_relax_f64(logits, targets, relax_off, per_image):
   return total
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def small_batch():
   rng = np.random.default_rng(0)
   labels = np.kron(rng.integers(0, 5, (3, 4, 5)), np.ones((1, 3, 3), np.int64))
@@ -204,32 +204,32 @@ def small_batch():
   return jnp.asarray(logits), jnp.asarray(labels.astype(np.uint8))
 
 
-@pytest.mark.parametrize('relax_off', [False, True])
+@pytest.mark.parametrize("relax_off", [False, True])
 def test_per_image_vs_original_border_weighting(small_batch, relax_off):
   logits, labels = small_batch
   t = relaxed_boundary_targets(labels, num_classes=5, relax_off=relax_off,
                                border_window=2, strict_border_classes=(1,))
   loss = lambda lg, tg, mode: float(losses.label_relaxation_loss(
       lg, tg, num_classes=5, relax_off=relax_off, batch_weighting=mode))
-  for mode, per_image in (('original', False), ('per_image', True)):
+  for mode, per_image in (("original", False), ("per_image", True)):
     want = _reference_relax_f64(logits, t, relax_off, per_image)
     assert loss(logits, t, mode) == pytest.approx(want, rel=1e-6)
   # Batch of one: both modes are the same loss.
-  assert loss(logits[:1], t[:1], 'original') == loss(logits[:1], t[:1],
-                                                     'per_image')
+  assert loss(logits[:1], t[:1], "original") == loss(logits[:1], t[:1],
+                                                     "per_image")
   # per_image is the sum of independent single-image losses; original is not.
-  singles = sum(loss(logits[i:i + 1], t[i:i + 1], 'original')
+  singles = sum(loss(logits[i:i + 1], t[i:i + 1], "original")
                 for i in range(3))
-  assert loss(logits, t, 'per_image') == pytest.approx(singles, rel=1e-6)
-  assert abs(loss(logits, t, 'original') - singles) > 1e-2 * singles
+  assert loss(logits, t, "per_image") == pytest.approx(singles, rel=1e-6)
+  assert abs(loss(logits, t, "original") - singles) > 1e-2 * singles
   # 'original': an image's loss depends on its batch mates.
   mates = t.at[1:].set(jnp.ones_like(t[1:]))
   lg0 = lambda tg, mode: jax.grad(
       lambda lg: losses.label_relaxation_loss(
           lg, tg, num_classes=5, relax_off=relax_off,
           batch_weighting=mode))(logits)[0]
-  assert not np.allclose(lg0(t, 'original'), lg0(mates, 'original'))
-  np.testing.assert_allclose(lg0(t, 'per_image'), lg0(mates, 'per_image'),
+  assert not np.allclose(lg0(t, "original"), lg0(mates, "original"))
+  np.testing.assert_allclose(lg0(t, "per_image"), lg0(mates, "per_image"),
                              rtol=1e-6, atol=1e-9)
 
 
@@ -257,10 +257,10 @@ def test_no_nan_when_probabilities_underflow():
 
 
 def test_bf16_logits(fixture):
-  lg32 = jnp.asarray(fixture['logits'])
+  lg32 = jnp.asarray(fixture["logits"])
   lg16 = lg32.astype(jnp.bfloat16)
-  labels = jnp.asarray(fixture['labels'])
-  for name in ('cross_entropy', 'image_based_ce', 'label_relaxation'):
+  labels = jnp.asarray(fixture["labels"])
+  for name in ("cross_entropy", "image_based_ce", "label_relaxation"):
     loss_fn = losses.make_loss_fn(_config(name, strict_border_classes=STRICT))
     v16, _ = jax.jit(loss_fn)(lg16, labels)
     v32, _ = loss_fn(lg16.astype(jnp.float32), labels)
@@ -298,10 +298,10 @@ def test_batch_class_weights_uses_whole_batch_histogram(small_batch):
 
 
 def test_make_loss_fn_errors():
-  with pytest.raises(ValueError, match='name'):
-    losses.make_loss_fn(_config('dice'))
-  with pytest.raises(ValueError, match='batch_weighting'):
-    losses.make_loss_fn(_config('label_relaxation', batch_weighting='batch'))
-  cfg = ml_collections.ConfigDict({'name': 'cross_entropy'})
-  with pytest.raises(ValueError, match='num_classes'):
+  with pytest.raises(ValueError, match="name"):
+    losses.make_loss_fn(_config("dice"))
+  with pytest.raises(ValueError, match="batch_weighting"):
+    losses.make_loss_fn(_config("label_relaxation", batch_weighting="batch"))
+  cfg = ml_collections.ConfigDict({"name": "cross_entropy"})
+  with pytest.raises(ValueError, match="num_classes"):
     losses.make_loss_fn(cfg)

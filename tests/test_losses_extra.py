@@ -6,20 +6,22 @@ and the focal-loss formula written with torch ops.
 """
 import json
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from jaxseg.models import registry
+from jaxseg.config import base as config_base
+from jaxseg.models import preprocess, registry
 from jaxseg.models.interpolate import resize_bilinear_align_corners
 from jaxseg.models.layers import Conv2d
 from jaxseg.models.spec import ModelSpec
-from jaxseg.train_lib import class_frequency, losses
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import optimizer as optimizer_lib
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.train import class_weights as class_frequency
+from jaxseg.train import losses
+from jaxseg.train import optimizer as optimizer_lib
+from jaxseg.train import step as step_lib
 
 C = 6
 RTOL = 1e-5
@@ -150,7 +152,7 @@ def _folder_dataset(root):
 
 
 def _folder_config(root, **loss):
-  from jaxseg.config_base import base_config
+  from jaxseg.config.base import base_config
   c = base_config()
   c.data.name = "folder"
   c.data.root = str(root)
@@ -184,7 +186,7 @@ def test_label_frequency_is_counted_once_and_cached_next_to_the_data(tmp_path, m
 
 
 def test_trainer_feeds_class_weights_into_the_loss(tmp_path, monkeypatch):
-  from jaxseg.train_lib import trainer
+  from jaxseg.train import loop as trainer
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
   _folder_dataset(tmp_path / "data")
   rng = np.random.default_rng(2)
@@ -208,7 +210,7 @@ def test_trainer_feeds_class_weights_into_the_loss(tmp_path, monkeypatch):
 
 
 def test_class_weight_config_errors():
-  cfg = losses.default_loss_config()
+  cfg = config_base.loss_config()
   cfg.num_classes = 3
   cfg.class_weights = "inverse_log"
   with pytest.raises(ValueError, match="needs the training label frequencies"):
@@ -251,7 +253,7 @@ def toy_aux_model(monkeypatch):
 
 
 def _aux_step(model_name, **loss):
-  from jaxseg.config_base import base_config
+  from jaxseg.config.base import base_config
   c = base_config()
   c.precision = "fp32"
   c.model.name = model_name
@@ -259,7 +261,7 @@ def _aux_step(model_name, **loss):
   c.optimizer.weight_decay = 0.0  # unchanged aux parameters mean zero aux gradients
   mesh = mesh_lib.create_mesh({"data": 1}, devices=jax.devices()[:1])
   tx, _ = optimizer_lib.create_optimizer(c, total_steps=4)
-  cfg = losses.default_loss_config()
+  cfg = config_base.loss_config()
   cfg.num_classes = 3
   cfg.update(loss)
   fns = step_lib.create_step_functions(c, mesh=mesh, num_classes=3, tx=tx,
@@ -272,7 +274,7 @@ def _aux_step(model_name, **loss):
   state = fns.init()
   before = jax.device_get(state.params)
   logits, aux_logits = fns.layout.merge(state.params, state.batch_stats)(
-      step_lib.normalize_images(jnp.asarray(batch["image"]), jnp.float32), train=True,
+      preprocess.normalize_images(jnp.asarray(batch["image"]), jnp.float32), train=True,
       return_aux=True)
   state, metrics = fns.train_step(state, mesh_lib.shard_batch(batch, mesh), jax.random.key(0))
   return (before, jax.device_get(state.params), jax.device_get(metrics), batch, logits,

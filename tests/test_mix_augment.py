@@ -6,15 +6,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxseg.input_pipeline import build_train_loader
-from jaxseg.input_pipeline import copy_blob as CB
-from jaxseg.input_pipeline import data_config
-from jaxseg.input_pipeline import datasets
-from jaxseg.input_pipeline import defaults
-from jaxseg.input_pipeline import labels as labels_lib
-from jaxseg.input_pipeline import mixing
-from jaxseg.input_pipeline import transforms as T
-from jaxseg.input_pipeline.datasets.base import Record
+from jaxseg.data import build_train_loader, data_config, datasets, defaults, mixing
+from jaxseg.data import copy_blob as CB
+from jaxseg.data import labels as labels_lib
+from jaxseg.data import transforms as T
+from jaxseg.data.datasets.base import Record
 
 MEAN = (123.675, 116.28, 103.53)  # semseg's padding: ImageNet mean * 255
 
@@ -89,24 +85,24 @@ def test_train_transform_rotates_before_the_crop():
 
 
 def test_validate_names_the_bad_field(tmp_path):
-  for key, value, msg in [('rotate_prob', 1.5, 'rotate_prob'),
-                          ('rotate_pad_value', (1.0, 2.0), 'rotate_pad_value'),
-                          ('cutmix_prob', -0.1, 'cutmix_prob'),
-                          ('cutmix_alpha', 0.0, 'cutmix_alpha'),
-                          ('copyblob_support', 0.0, 'copyblob_support')]:
+  for key, value, msg in [("rotate_prob", 1.5, "rotate_prob"),
+                          ("rotate_pad_value", (1.0, 2.0), "rotate_pad_value"),
+                          ("cutmix_prob", -0.1, "cutmix_prob"),
+                          ("cutmix_alpha", 0.0, "cutmix_alpha"),
+                          ("copyblob_support", 0.0, "copyblob_support")]:
     c = data_config()
     c[key] = value
     with pytest.raises(ValueError, match=msg):
       defaults.validate(c)
   c = data_config()
   c.copyblob_prob = 0.5
-  c.copyblob_rules = str(tmp_path / 'missing.json')
-  with pytest.raises(ValueError, match='copyblob_rules.*missing.json'):
+  c.copyblob_rules = str(tmp_path / "missing.json")
+  with pytest.raises(ValueError, match="copyblob_rules.*missing.json"):
     defaults.validate(c)
-  c.name, c.copyblob_rules = 'folder', ''
+  c.name, c.copyblob_rules = "folder", ""
   with pytest.raises(ValueError, match="copyblob_rules.*'folder' has none"):
     defaults.validate(c)
-  c.name = 'camvid'
+  c.name = "camvid"
   defaults.validate(c)  # '' = the built-in camvid rules
 
 
@@ -131,18 +127,18 @@ def test_cutmix_box_area_follows_beta():
 def test_cutmix_pastes_the_partner_box():
   a_img, a_lab = _pair(20, 30, seed=1)
   b_img, b_lab = _pair(20, 30, seed=2)
-  sample = {'image': a_img, 'label': a_lab, '_pos': 3}
-  out = mixing.CutMix(1.0)(sample, {'image': b_img, 'label': b_lab},
+  sample = {"image": a_img, "label": a_lab, "_pos": 3}
+  out = mixing.CutMix(1.0)(sample, {"image": b_img, "label": b_lab},
                            np.random.default_rng(0))
   box = mixing.cutmix_box(np.random.default_rng(0), (20, 30), 1.0)
   inside = np.zeros((20, 30), bool)
   inside[box.y:box.y + box.h, box.x:box.x + box.w] = True
-  assert 0 < inside.sum() < inside.size and out['_pos'] == 3
-  np.testing.assert_array_equal(out['label'][inside], b_lab[inside])
-  np.testing.assert_array_equal(out['image'][inside], b_img[inside])
-  np.testing.assert_array_equal(out['label'][~inside], a_lab[~inside])
-  np.testing.assert_array_equal(out['image'][~inside], a_img[~inside])
-  assert sample['image'] is a_img and not np.array_equal(a_img, out['image'])
+  assert 0 < inside.sum() < inside.size and out["_pos"] == 3
+  np.testing.assert_array_equal(out["label"][inside], b_lab[inside])
+  np.testing.assert_array_equal(out["image"][inside], b_img[inside])
+  np.testing.assert_array_equal(out["label"][~inside], a_lab[~inside])
+  np.testing.assert_array_equal(out["image"][~inside], a_img[~inside])
+  assert sample["image"] is a_img and not np.array_equal(a_img, out["image"])
 
 
 # ---------------------------------------------------------------- CopyBlob --
@@ -151,23 +147,23 @@ ROAD, SIDEWALK, WALL, SKY, CAR, BUS = 0, 1, 3, 10, 13, 15
 
 
 def test_rules_resolve_by_name_and_name_unknown_classes(tmp_path):
-  for name, table in (('cityscapes', CITY), ('camvid', labels_lib.camvid_table())):
+  for name, table in (("cityscapes", CITY), ("camvid", labels_lib.camvid_table())):
     rules = CB.resolve_rules(CB.load_rule_names(name), table)
     assert rules and all(ctx for ctx in rules.values())
-  assert CB.resolve_rules(CB.load_rule_names('cityscapes'), CITY)[BUS] == {ROAD}
-  path = tmp_path / 'rules.json'
-  path.write_text(json.dumps({'Wall': ['sidewalk'], 'bus': ['road', 'terrain']}))
+  assert CB.resolve_rules(CB.load_rule_names("cityscapes"), CITY)[BUS] == {ROAD}
+  path = tmp_path / "rules.json"
+  path.write_text(json.dumps({"Wall": ["sidewalk"], "bus": ["road", "terrain"]}))
   assert CB.resolve_rules(CB.load_rule_names(str(path)), CITY) == {
       WALL: {SIDEWALK}, BUS: {ROAD, 9}}
-  path.write_text(json.dumps({'bus': ['raod']}))
+  path.write_text(json.dumps({"bus": ["raod"]}))
   with pytest.raises(ValueError, match=r"my_rules: unknown class 'raod' \(context of 'bus'\)"
                      r" in table 'cityscapes'; its classes: road, sidewalk"):
-    CB.resolve_rules(CB.load_rule_names(str(path)), CITY, 'my_rules')
-  path.write_text(json.dumps({'bus': 'road'}))
-  with pytest.raises(ValueError, match='non-empty list'):
+    CB.resolve_rules(CB.load_rule_names(str(path)), CITY, "my_rules")
+  path.write_text(json.dumps({"bus": "road"}))
+  with pytest.raises(ValueError, match="non-empty list"):
     CB.load_rule_names(str(path))
-  with pytest.raises(ValueError, match='neither a built-in rule table'):
-    CB.load_rule_names('mapillary')
+  with pytest.raises(ValueError, match="neither a built-in rule table"):
+    CB.load_rule_names("mapillary")
 
 
 def test_placements_equal_brute_force():
@@ -243,7 +239,7 @@ def test_copy_blob_pastes_rule_classes_onto_context_only():
 
 
 # ------------------------------------------------------------ grain loader --
-NAMES = ['road', 'sidewalk', 'bus', 'sky']
+NAMES = ["road", "sidewalk", "bus", "sky"]
 
 
 class _Scenes:
@@ -253,8 +249,8 @@ class _Scenes:
 
   def __init__(self, n=12, h=36, w=44):
     self.n, self.h, self.w = n, h, w
-    self.records = tuple(Record(f'i{i}.png', f'l{i}.png', f's{i}') for i in range(n))
-    self.table = labels_lib.identity_table('scenes', NAMES, np.zeros((4, 3), np.uint8))
+    self.records = tuple(Record(f"i{i}.png", f"l{i}.png", f"s{i}") for i in range(n))
+    self.table = labels_lib.identity_table("scenes", NAMES, np.zeros((4, 3), np.uint8))
 
   def __len__(self):
     return self.n
@@ -270,18 +266,18 @@ class _Scenes:
     lab = self.read_label(i)
     img = np.zeros((self.h, self.w, 3), np.uint8)
     img[..., 0], img[..., 1] = i, lab
-    return {'image': img, 'label': lab, 'name': f's{i}'}
+    return {"image": img, "label": lab, "name": f"s{i}"}
 
 
 def _cfg(tmp_path, **kw):
   c = data_config()
-  c.name = 'folder'
+  c.name = "folder"
   c.crop_size = 24
   c.scale_min = c.scale_max = 1.0  # no resampling: channel 0 stays the index
   c.read_num_threads = 1
   c.read_prefetch_buffer_size = 2
-  rules = tmp_path / 'rules.json'
-  rules.write_text(json.dumps({'bus': ['road']}))
+  rules = tmp_path / "rules.json"
+  rules.write_text(json.dumps({"bus": ["road"]}))
   c.copyblob_rules = str(rules)
   c.copyblob_min_pixels = 4
   for k, v in kw.items():
@@ -301,8 +297,8 @@ def _batches(cfg, n, seed=0, state=None):
 def test_loader_cutmix_partner_is_the_augmented_sample_at_its_position(tmp_path):
   plain, _ = _batches(_cfg(tmp_path), 3)  # epoch 0 = positions 0..11
   mixed, _ = _batches(_cfg(tmp_path, cutmix_prob=1.0), 3)
-  img = np.concatenate([b['image'] for b in plain])
-  lab = np.concatenate([b['label'] for b in plain])
+  img = np.concatenate([b["image"] for b in plain])
+  lab = np.concatenate([b["label"] for b in plain])
   for pos in range(12):
     rng = np.random.default_rng([0, mixing.CUTMIX_STREAM, 0, pos])
     rng.random()
@@ -310,8 +306,8 @@ def test_loader_cutmix_partner_is_the_augmented_sample_at_its_position(tmp_path)
     assert partner != pos
     box = mixing.cutmix_box(rng, (24, 24), 1.0)
     want = mixing.paste_box(img[pos], lab[pos], img[partner], lab[partner], box)
-    np.testing.assert_array_equal(mixed[pos // 4]['image'][pos % 4], want[0])
-    np.testing.assert_array_equal(mixed[pos // 4]['label'][pos % 4], want[1])
+    np.testing.assert_array_equal(mixed[pos // 4]["image"][pos % 4], want[0])
+    np.testing.assert_array_equal(mixed[pos // 4]["label"][pos % 4], want[1])
 
 
 def test_loader_mixing_is_seeded_resumable_and_keeps_pairs(tmp_path):
@@ -320,53 +316,53 @@ def test_loader_mixing_is_seeded_resumable_and_keeps_pairs(tmp_path):
   b, state = _batches(cfg, 2)
   resumed, _ = _batches(cfg, 3, state=state)
   for x, y in zip(a, b + resumed):
-    np.testing.assert_array_equal(x['image'], y['image'])
-    np.testing.assert_array_equal(x['label'], y['label'])
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
   other, _ = _batches(cfg, 5, seed=1)
-  assert any(not np.array_equal(x['label'], y['label']) for x, y in zip(a, other))
+  assert any(not np.array_equal(x["label"], y["label"]) for x, y in zip(a, other))
   plain, _ = _batches(_cfg(tmp_path), 5)
   sources, bus_gain = [], 0
   for mb, pb in zip(a, plain):
-    img, lab = mb['image'], mb['label']
+    img, lab = mb["image"], mb["label"]
     # Labels come only from the samples whose pixels are there, pasted together.
     np.testing.assert_array_equal(img[..., 1], lab)
     for k in range(4):
       src = np.unique(img[k, ..., 0])
       sources.append(len(src))
       assert len(src) <= 3  # the sample + a CopyBlob and a CutMix partner
-      bus_gain += int((lab[k] == 2).sum() > (pb['label'][k] == 2).sum())
+      bus_gain += int((lab[k] == 2).sum() > (pb["label"][k] == 2).sum())
   assert max(sources) >= 2 and sources.count(1) >= 1  # some mixed, some not
   assert bus_gain >= 1
 
 
 # ------------------------------------------------------------- real CamVid --
 def test_copy_blob_on_real_camvid(shared_data):
-  root = shared_data / 'camvid'
-  if not (root / 'train').is_dir():
-    pytest.skip(f'CamVid train split not found under {root}')
+  root = shared_data / "camvid"
+  if not (root / "train").is_dir():
+    pytest.skip(f"CamVid train split not found under {root}")
   c = data_config()
-  c.name, c.root = 'camvid', str(root)
-  ds = datasets.get_dataset(c, 'train')
+  c.name, c.root = "camvid", str(root)
+  ds = datasets.get_dataset(c, "train")
   table = ds.table
-  rules = CB.resolve_rules(CB.load_rule_names('camvid'), table)
+  rules = CB.resolve_rules(CB.load_rule_names("camvid"), table)
   names = table.class_names
-  assert {names[s] for s in rules} == {'Column-Pole', 'Fence', 'Pedestrian', 'Bicyclist'}
+  assert {names[s] for s in rules} == {"Column-Pole", "Fence", "Pedestrian", "Bicyclist"}
   partner = ds[60]  # 0001TP_008490: pedestrians and a bicyclist
   pasted = {}
   for k, target in enumerate((0, 108, 348)):
     sample = ds[target]
-    img, lab, pastes = CB.copy_blobs(sample['image'], sample['label'], partner['image'],
-                                     partner['label'], rules, np.random.default_rng(k),
+    img, lab, pastes = CB.copy_blobs(sample["image"], sample["label"], partner["image"],
+                                     partner["label"], rules, np.random.default_rng(k),
                                      max_blobs=4, min_pixels=50, support=0.9)
-    _check_pastes(sample['label'], img, lab, partner['image'], partner['label'],
+    _check_pastes(sample["label"], img, lab, partner["image"], partner["label"],
                   pastes, rules, 0.9, 50)
     for p in pastes:
       pasted[names[p.class_id]] = pasted.get(names[p.class_id], 0) + p.pixels
   assert sum(pasted.values()) > 500, pasted
-  assert 'Pedestrian' in pasted or 'Bicyclist' in pasted, pasted
+  assert "Pedestrian" in pasted or "Bicyclist" in pasted, pasted
   # Through the loader: only rule classes appear where CopyBlob changed a label.
   c.crop_size, c.read_num_threads = 256, 1  # CopyBlob needs whole objects in crops
-  c.copyblob_rules = ''  # the dataset's built-in (camvid) rules
+  c.copyblob_rules = ""  # the dataset's built-in (camvid) rules
   def batches(prob):
     c.copyblob_prob = prob
     it = build_train_loader(c, global_batch_size=4, seed=0, process_index=0,
@@ -374,11 +370,11 @@ def test_copy_blob_on_real_camvid(shared_data):
     return [next(it) for _ in range(2)]
   gained = set()
   for mb, pb in zip(batches(1.0), batches(0.0)):
-    changed = mb['label'] != pb['label']
-    assert set(np.unique(mb['label'][changed])) <= set(rules)
+    changed = mb["label"] != pb["label"]
+    assert set(np.unique(mb["label"][changed])) <= set(rules)
     # A pasted pixel may keep its class (a pole over a pole): where the image
     # changed the label is a pasted rule class.
-    img_changed = (mb['image'] != pb['image']).any(axis=-1)
-    assert set(np.unique(mb['label'][img_changed])) <= set(rules)
-    gained |= set(np.unique(mb['label'][changed]).tolist())
-  assert gained, 'CopyBlob pasted nothing in 8 CamVid crops'
+    img_changed = (mb["image"] != pb["image"]).any(axis=-1)
+    assert set(np.unique(mb["label"][img_changed])) <= set(rules)
+    gained |= set(np.unique(mb["label"][changed]).tolist())
+  assert gained, "CopyBlob pasted nothing in 8 CamVid crops"

@@ -7,10 +7,10 @@ with torch_layout.load_state_dict, eval forward in float32 at highest precision.
 import json
 import sys
 
+from flax import nnx
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from jaxseg.convert import torch_layout
 from jaxseg.convert.pth_reader import load_pth

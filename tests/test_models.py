@@ -2,15 +2,14 @@
 import functools
 import re
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from jaxseg.convert import torch_layout
-from jaxseg.models import create_model, list_models
-from jaxseg.models import conv_algorithms, interpolate, layers
+from jaxseg.models import conv_algorithms, create_model, interpolate, layers, list_models
 
 TINY = 0.125
 ALL = ["DeepWV3Plus", "DeepSRNX50V3PlusD_m1", "DeepSRNX101V3PlusD_m1", "DeepR50V3PlusD_m1",

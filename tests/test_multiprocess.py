@@ -7,16 +7,17 @@ import socket
 import subprocess
 import sys
 
-import jax
-import numpy as np
-from jax.sharding import PartitionSpec as P
-
-from jaxseg.config_base import base_config
-from jaxseg.train_lib import losses
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import optimizer as optimizer_lib
-from jaxseg.train_lib import train_step as step_lib
 from _testlib import DEMO_ARGS, ROOT, load_module, read_checkpoint_params, subprocess_env
+import jax
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+from jaxseg.config import base as config_base
+from jaxseg.config.base import base_config
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.train import losses
+from jaxseg.train import optimizer as optimizer_lib
+from jaxseg.train import step as step_lib
 
 NUM_CLASSES = 5
 def _launcher():
@@ -54,7 +55,7 @@ def _train(mesh_shape, steps=2):
   config = _config()
   mesh = mesh_lib.create_mesh(mesh_shape)
   tx, _ = optimizer_lib.create_optimizer(config, total_steps=10)
-  loss_cfg = losses.default_loss_config()
+  loss_cfg = config_base.loss_config()
   loss_cfg.num_classes = NUM_CLASSES
   fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=NUM_CLASSES, tx=tx,
                                        loss_fn=losses.make_loss_fn(loss_cfg))

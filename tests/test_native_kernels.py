@@ -3,11 +3,11 @@ import os
 import subprocess
 import sys
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from jaxseg.kernels import grouped_conv
 from jaxseg.kernels.native import native_kernels_available

@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.config_base import base_config
-from jaxseg.input_pipeline import labels as labels_lib
-from jaxseg.input_pipeline import loader
-from jaxseg.input_pipeline.datasets import cityscapes
-from jaxseg.train_lib import evaluate as evaluate_lib
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import metrics as metrics_lib
+from jaxseg.config.base import base_config
+from jaxseg.data import labels as labels_lib
+from jaxseg.data import loader
+from jaxseg.data.datasets import cityscapes
+from jaxseg.evaluation import evaluate as evaluate_lib
+from jaxseg.evaluation import metrics as metrics_lib
+from jaxseg.runtime import mesh as mesh_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cityscapes"
 TRAIN_FRAMES = ("aachen_000000_000019", "aachen_000003_000019")
@@ -157,7 +157,7 @@ def test_instance_train_ids():
 @needs_data
 def test_training_eval_step_reports_niou():
   """The trainer's eval step returns its predictions, so in-training evals get nIoU too."""
-  from jaxseg.train_lib import train_step as step_lib
+  from jaxseg.train import step as step_lib
   c = base_config()
   c.model.name, c.precision = "DeepR18V3PlusD_m1", "fp32"
   c.model.overrides.width_multiplier = 0.0625

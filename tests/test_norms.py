@@ -1,18 +1,18 @@
 """jaxseg.models.norms: GroupNorm / InstanceNorm parity with torch, EvoNorm-S0 with a numpy
 reference, the torch key map of the new parameters, and one train + eval step of a tiny
 DeepLabV3+ with every normaliser."""
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from jaxseg.convert import torch_layout
 from jaxseg.models import create_model, layers, norms
-from jaxseg.train_lib import losses
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import optimizer as optimizer_lib
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.train import losses
+from jaxseg.train import optimizer as optimizer_lib
+from jaxseg.train import step as step_lib
 
 NUM_CLASSES = 4
 
@@ -215,7 +215,7 @@ def test_tiny_deeplab_train_step_and_eval(norm):
 
 def test_step_functions_state_has_no_batch_stats():
   """The sharded train state of a BN-free model (traced only: nothing is compiled)."""
-  from jaxseg.config_base import base_config
+  from jaxseg.config.base import base_config
   c = base_config()
   c.precision = "fp32"
   c.model.name = "DeepR18V3PlusD_m1"

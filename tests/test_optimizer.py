@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxseg.config_base import base_config
-from jaxseg.train_lib import optimizer as optimizer_lib
+from jaxseg.config.base import base_config
+from jaxseg.train import optimizer as optimizer_lib
 
 torch = pytest.importorskip("torch")
 
@@ -98,7 +98,7 @@ def test_step_granularity_is_smooth_poly_over_steps():
 
 def test_num_steps_ends_the_run_and_its_schedule_even_with_num_epochs(caplog):
   """configs/camvid.py --config.train.num_steps=400: 46 steps an epoch, num_epochs=100."""
-  from jaxseg.train_lib import trainer
+  from jaxseg.train import loop as trainer
   clock = optimizer_lib.EpochClock.uniform(46)
   config = _config("poly", max_epoch=100, lr=0.02)
   config.train.num_steps = 400
@@ -144,7 +144,7 @@ def test_epoch_clock_steps_and_cut_epochs():
 
 
 def test_epoch_clock_agrees_with_the_loader_plan():
-  from jaxseg.input_pipeline import sampling
+  from jaxseg.data import sampling
   c = base_config()
   c.data.name = "synthetic"
   c.data.synthetic.num_train = 12

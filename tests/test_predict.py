@@ -6,12 +6,12 @@ import flax.nnx as nnx
 import numpy as np
 import pytest
 
-from jaxseg.config_base import base_config
-from jaxseg.input_pipeline import datasets
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import class_share
-from jaxseg.train_lib import inference
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg.config.base import base_config
+from jaxseg.data import datasets
+from jaxseg.evaluation import class_share
+from jaxseg.inference import commands as inference
+from jaxseg.models import registry
+from jaxseg.runtime import checkpoint as checkpoint_lib
 
 
 def _config(dataset="camvid"):
@@ -25,7 +25,7 @@ def _config(dataset="camvid"):
 
 
 def _checkpoint(config, path, num_classes, seed=0):
-  model = step_lib.build_model(config, num_classes, rngs=nnx.Rngs(seed))
+  model = registry.from_config(config, num_classes, rngs=nnx.Rngs(seed))
   checkpoint_lib.save_model_checkpoint(
       path, model, metadata={"model": config.model.name, "num_classes": num_classes})
   return path
@@ -155,7 +155,7 @@ def test_unreadable_inputs_are_clear_errors(tmp_path):
 
 
 _TINY_CONFIG = """
-from jaxseg.config_base import base_config
+from jaxseg.config.base import base_config
 
 
 def get_config():
@@ -176,6 +176,7 @@ def _run_main(tmp_path, *args):
   keeps its process-wide set-up (logging handlers) out of the other tests.
   """
   from absl import flags
+
   from jaxseg import main
   config_file = tmp_path / "tiny_config.py"
   config_file.write_text(_TINY_CONFIG)

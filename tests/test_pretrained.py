@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 
 from jaxseg.pretrained import __main__ as cli
-from jaxseg.pretrained import catalog
-from jaxseg.pretrained import download
-from jaxseg.pretrained import hub
+from jaxseg.pretrained import catalog, download, hub
 
 _MODEL = "DeepR18V3PlusD_m1"
 _OVERRIDES = {"width_multiplier": 0.0625}
@@ -150,7 +148,7 @@ def _files(root) -> list[str]:
 # --- the catalog ------------------------------------------------------------------------------
 
 def test_catalog_is_consistent():
-  from jaxseg.input_pipeline import labels
+  from jaxseg.data import labels
   from jaxseg.models import registry
   from jaxseg.sdcnet import convert_weights
   entries = hub.entries()
@@ -193,11 +191,11 @@ def test_get_downloads_verifies_converts_and_caches(server, cache, monkeypatch, 
   path = hub.checkpoint_path(entry)
   assert out == f"{path}\n" and path == cache / "pretrained/converted/test/tiny-r18/0"
   assert hub.download_path(entry).read_bytes() == tiny_pth
-  from jaxseg.train_lib.checkpoint import restore_model_variables
   from flax import nnx
 
   from jaxseg.convert import torch_layout
   from jaxseg.models import registry
+  from jaxseg.runtime.checkpoint import restore_model_variables
   model = registry.create_model(_MODEL, num_classes=_CLASSES, rngs=nnx.Rngs(7), **_OVERRIDES)
   meta = restore_model_variables(str(path), model, expected_model=_MODEL)
   assert meta["model_overrides"] == _OVERRIDES and meta["num_classes"] == _CLASSES

@@ -4,16 +4,15 @@ import os
 import subprocess
 import sys
 
+from _testlib import DEMO_ARGS, ROOT, subprocess_env
 import cv2
 import numpy as np
 import pytest
-from _testlib import DEMO_ARGS, ROOT, subprocess_env
 
-from jaxseg.config_base import base_config
-from jaxseg.input_pipeline import build_train_loader
-from jaxseg.input_pipeline import labels as labels_lib
-from jaxseg.input_pipeline import preview
-from jaxseg.input_pipeline.datasets.base import Record
+from jaxseg.config.base import base_config
+from jaxseg.data import build_train_loader, preview
+from jaxseg.data import labels as labels_lib
+from jaxseg.data.datasets.base import Record
 
 
 class BlobDataset:

@@ -12,11 +12,17 @@ import json
 import pathlib
 import sys
 
+from _testlib import (
+  assert_loss_decreases,
+  camvid_smoke_config,
+  camvid_training_metrics,
+  compile_fast,
+)
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from jaxseg.convert import torch_layout
 from jaxseg.convert.__main__ import main as convert_main
@@ -25,8 +31,6 @@ from jaxseg.convert.pth_reader import load_pth
 from jaxseg.models import create_model, get_spec
 from jaxseg.models.psa_mask import psa_mask
 from jaxseg.models.pspnet import adaptive_pool_matrix
-from _testlib import (assert_loss_decreases, camvid_smoke_config, camvid_training_metrics,
-                      compile_fast)
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "semseg"
 sys.path[:0] = [str(FIXTURES.parent), str(FIXTURES)]
@@ -191,7 +195,7 @@ def test_convert_cli_reads_semseg_train_epoch_checkpoint(tmp_path, capsys):
                        "--model-override", f"width_multiplier={TINY}"]) == 0
   printed = capsys.readouterr().out
   assert "num_classes=5" in printed and "missing" not in printed, printed
-  from jaxseg.train_lib.checkpoint import restore_model_variables
+  from jaxseg.runtime.checkpoint import restore_model_variables
   model = create_model("PSPNetR50", num_classes=5, rngs=nnx.Rngs(3), width_multiplier=TINY)
   meta = restore_model_variables(out / "0", model, expected_model="PSPNetR50")
   assert meta["num_classes"] == 5 and meta["source_meta"]["epoch"] == 100

@@ -8,18 +8,19 @@ import subprocess
 import sys
 import time
 
+from _testlib import DEMO_ARGS, read_checkpoint_params, subprocess_env, tiny_demo_config
 import jax
 import numpy as np
 import pytest
 
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import init_from as init_from_lib
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import optimizer as optimizer_lib
-from jaxseg.train_lib import tensorboard
-from jaxseg.train_lib import train_step as step_lib
-from jaxseg.train_lib import trainer
-from _testlib import DEMO_ARGS, read_checkpoint_params, subprocess_env, tiny_demo_config
+from jaxseg.models import registry
+from jaxseg.runtime import checkpoint as checkpoint_lib
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.runtime import tensorboard
+from jaxseg.train import init_from as init_from_lib
+from jaxseg.train import loop as trainer
+from jaxseg.train import optimizer as optimizer_lib
+from jaxseg.train import step as step_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 10
@@ -138,7 +139,7 @@ def test_init_from_reinitialises_the_classifier_of_another_class_count(tmp_path)
   import flax.nnx as nnx
   config = _demo_config()
   config.mesh.fsdp_min_size = 256
-  source = step_lib.build_model(config, 5, rngs=nnx.Rngs(7))  # a "Mapillary" model, 5 classes
+  source = registry.from_config(config, 5, rngs=nnx.Rngs(7))  # a "Mapillary" model, 5 classes
   checkpoint_lib.save_model_checkpoint(tmp_path / "src", source,
                                        metadata={"model": config.model.name, "num_classes": 5})
   mesh = mesh_lib.create_mesh({"data": 2, "fsdp": 4})

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import jaxseg
-from jaxseg.config_base import base_config
+from jaxseg.config.base import base_config
+from jaxseg.inference import commands as inference
 from jaxseg.inference import segmenter as segmenter_lib
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import inference
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg.models import registry
+from jaxseg.runtime import checkpoint as checkpoint_lib
 
 MODEL = "DeepR18V3PlusD_m1"
 CITYSCAPES_VAL = "leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png"
@@ -34,7 +34,7 @@ def _config(dataset="cityscapes"):
 def checkpoint(tmp_path_factory):
   """A random tiny 19-class checkpoint with a converted checkpoint's metadata (no dataset)."""
   path = tmp_path_factory.mktemp("ckpt")
-  model = step_lib.build_model(_config(), 19, rngs=nnx.Rngs(0))
+  model = registry.from_config(_config(), 19, rngs=nnx.Rngs(0))
   checkpoint_lib.save_model_checkpoint(path, model, metadata={
       "model": MODEL, "num_classes": 19, "model_overrides": {"width_multiplier": 0.0625}})
   return path

@@ -5,13 +5,12 @@ import grain
 import numpy as np
 import pytest
 
-from jaxseg.input_pipeline import synthetic
-from jaxseg.input_pipeline import synthetic_canvas
+from jaxseg.data import synthetic, synthetic_canvas
 
 H, W = 128, 256
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def scenes() -> list[tuple[np.ndarray, np.ndarray]]:
   """Twelve scenes at a small size (shared: rendering is the slow part)."""
   return [synthetic.render_scene(s, H, W) for s in range(12)]
@@ -19,8 +18,8 @@ def scenes() -> list[tuple[np.ndarray, np.ndarray]]:
 
 def test_class_tables():
   assert synthetic.NUM_CLASSES == 8
-  assert synthetic.CLASS_NAMES == ('sky', 'road', 'sidewalk', 'building',
-                                   'vegetation', 'car', 'pole', 'pedestrian')
+  assert synthetic.CLASS_NAMES == ("sky", "road", "sidewalk", "building",
+                                   "vegetation", "car", "pole", "pedestrian")
   colors = synthetic.CLASS_COLORS
   assert colors.shape == (8, 3) and colors.dtype == np.uint8
   assert len({tuple(c) for c in colors.tolist()}) == 8
@@ -38,7 +37,7 @@ def test_deterministic_in_seed_and_size():
   assert (a_lbl != c_lbl).mean() > 0.05
 
 
-@pytest.mark.parametrize('height,width', [(16, 16), (37, 91), (128, 128),
+@pytest.mark.parametrize("height,width", [(16, 16), (37, 91), (128, 128),
                                           (256, 512)])
 def test_shapes_and_dtypes(height, width):
   image, label = synthetic.render_scene(3, height, width)
@@ -93,7 +92,7 @@ def test_both_lookup_paths_render_identically(monkeypatch):
   both must give the same pixels."""
   image, label = synthetic.render_scene(2, 64, 96)
   monkeypatch.setattr(
-      synthetic, 'lookup',
+      synthetic, "lookup",
       lambda ids, n: synthetic_canvas.lookup(ids, n, fast=False))
   slow_image, slow_label = synthetic.render_scene(2, 64, 96)
   np.testing.assert_array_equal(image, slow_image)
@@ -136,47 +135,47 @@ def test_data_source_records():
                                        seed=3)
   assert len(ds) == 5
   rec = ds[2]
-  assert set(rec) == {'image', 'label', 'name'}
-  assert rec['name'] == 'synthetic_000002'
-  assert rec['image'].shape == (64, 96, 3) and rec['image'].dtype == np.uint8
-  assert rec['label'].shape == (64, 96) and rec['label'].dtype == np.uint8
+  assert set(rec) == {"image", "label", "name"}
+  assert rec["name"] == "synthetic_000002"
+  assert rec["image"].shape == (64, 96, 3) and rec["image"].dtype == np.uint8
+  assert rec["label"].shape == (64, 96) and rec["label"].dtype == np.uint8
   # A pure function of (seed, index): a fresh source gives the same record.
   again = synthetic.SyntheticStreetScenes(5, 64, 96, seed=3)[2]
-  np.testing.assert_array_equal(rec['image'], again['image'])
-  np.testing.assert_array_equal(rec['label'], again['label'])
+  np.testing.assert_array_equal(rec["image"], again["image"])
+  np.testing.assert_array_equal(rec["label"], again["label"])
   image, label = synthetic.render_scene(ds.scene_seed(2), 64, 96)
-  np.testing.assert_array_equal(rec['image'], image)
-  np.testing.assert_array_equal(rec['label'], label)
-  np.testing.assert_array_equal(ds[-1]['image'], ds[4]['image'])
-  assert ds[-1]['name'] == 'synthetic_000004'
+  np.testing.assert_array_equal(rec["image"], image)
+  np.testing.assert_array_equal(rec["label"], label)
+  np.testing.assert_array_equal(ds[-1]["image"], ds[4]["image"])
+  assert ds[-1]["name"] == "synthetic_000004"
   # Items differ from each other and from the next seed's (the val split).
   other = synthetic.SyntheticStreetScenes(5, 64, 96, seed=4)
   seeds = {ds.scene_seed(i) for i in range(5)}
   seeds |= {other.scene_seed(i) for i in range(5)}
   assert len(seeds) == 10
-  assert (ds[0]['image'] != ds[1]['image']).mean() > 0.5
-  assert (ds[0]['image'] != other[0]['image']).mean() > 0.5
-  with pytest.raises(IndexError, match='out of range'):
+  assert (ds[0]["image"] != ds[1]["image"]).mean() > 0.5
+  assert (ds[0]["image"] != other[0]["image"]).mean() > 0.5
+  with pytest.raises(IndexError, match="out of range"):
     ds[5]
-  with pytest.raises(IndexError, match='out of range'):
+  with pytest.raises(IndexError, match="out of range"):
     ds[-6]
 
 
 def test_data_source_in_grain():
   ds = synthetic.SyntheticStreetScenes(num_images=4, height=32, width=48,
                                        seed=0)
-  dataset = grain.MapDataset.source(ds).map(lambda r: r['label'].shape)
+  dataset = grain.MapDataset.source(ds).map(lambda r: r["label"].shape)
   assert [dataset[i] for i in range(4)] == [(32, 48)] * 4
   # Multiprocess loaders pickle the source into their workers.
   clone = pickle.loads(pickle.dumps(ds))
   assert repr(clone) == repr(ds)
-  np.testing.assert_array_equal(clone[1]['image'], ds[1]['image'])
+  np.testing.assert_array_equal(clone[1]["image"], ds[1]["image"])
 
 
-@pytest.mark.parametrize('kwargs,match', [
-    (dict(seed=-1, height=32, width=32), 'seed must be a non-negative'),
-    (dict(seed=0, height=8, width=32), 'height and width must be >= 16'),
-    (dict(seed=0, height=32, width=15), 'height and width must be >= 16'),
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(seed=-1, height=32, width=32), "seed must be a non-negative"),
+    (dict(seed=0, height=8, width=32), "height and width must be >= 16"),
+    (dict(seed=0, height=32, width=15), "height and width must be >= 16"),
 ])
 def test_render_scene_rejects_bad_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
@@ -184,9 +183,9 @@ def test_render_scene_rejects_bad_arguments(kwargs, match):
 
 
 def test_data_source_rejects_bad_arguments():
-  with pytest.raises(ValueError, match='SyntheticStreetScenes: num_images'):
+  with pytest.raises(ValueError, match="SyntheticStreetScenes: num_images"):
     synthetic.SyntheticStreetScenes(-1, 32, 32, 0)
-  with pytest.raises(ValueError, match='SyntheticStreetScenes: seed'):
+  with pytest.raises(ValueError, match="SyntheticStreetScenes: seed"):
     synthetic.SyntheticStreetScenes(1, 32, 32, -2)
   with pytest.raises(TypeError):
     synthetic.render_scene(1.5, 32, 32)

@@ -13,13 +13,13 @@ import jax
 import numpy as np
 import pytest
 
-from jaxseg import input_pipeline
-from jaxseg.config_base import base_config
-from jaxseg.input_pipeline import taxonomy as taxonomy_lib
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import inference
-from jaxseg.train_lib import metrics as metrics_lib
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg import data as data_lib
+from jaxseg.config.base import base_config
+from jaxseg.data import taxonomy as taxonomy_lib
+from jaxseg.evaluation import metrics as metrics_lib
+from jaxseg.inference import commands as inference
+from jaxseg.models import preprocess, registry
+from jaxseg.runtime import checkpoint as checkpoint_lib
 
 CAMVID_CLASSES = 11
 IMAGES = 2  # one eval batch: enough pixels for every path, small enough for ~30 s on CPU
@@ -57,7 +57,7 @@ def _config(root, *, taxonomy=True):
 
 def _save(config, path, num_classes, seed=0):
   """A model-only checkpoint as written by convert / a training run's model item."""
-  model = step_lib.build_model(config, num_classes, rngs=nnx.Rngs(seed))
+  model = registry.from_config(config, num_classes, rngs=nnx.Rngs(seed))
   checkpoint_lib.save_model_checkpoint(
       path, model, metadata={"model": config.model.name, "num_classes": num_classes})
   return model
@@ -65,10 +65,10 @@ def _save(config, path, num_classes, seed=0):
 
 def _reference_confusion(config, model, mapping):
   """The eval batch scored in numpy: softmax over universal classes, summed per CamVid class."""
-  batch = next(iter(input_pipeline.build_eval_loader(config.data, batch_size=IMAGES)))
+  batch = next(iter(data_lib.build_eval_loader(config.data, batch_size=IMAGES)))
   graphdef, state = nnx.split(model)
   forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, train=False))
-  x = step_lib.normalize_images(batch["image"], np.float32)
+  x = preprocess.normalize_images(batch["image"], np.float32)
   logits = np.asarray(forward(state, x), np.float64)
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
@@ -81,7 +81,7 @@ def _reference_confusion(config, model, mapping):
 def test_universal_model_evaluates_in_camvid_classes(camvid_root, tmp_path):
   config = _config(camvid_root)
   mapping = taxonomy_lib.load_mapping("universal", "camvid",
-                                      input_pipeline.dataset_info(config.data).class_names)
+                                      data_lib.dataset_info(config.data).class_names)
   universal = mapping.taxonomy.num_classes
   assert universal > CAMVID_CLASSES  # otherwise a class-count mix-up could pass unnoticed
   model = _save(config, tmp_path / "ckpt", universal, seed=3)

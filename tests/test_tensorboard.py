@@ -1,19 +1,20 @@
-"""TensorBoard output (train_lib/tensorboard.py, the eval hook of trainer.run_eval), read back
+"""TensorBoard output (runtime/tensorboard.py, the eval hook of trainer.run_eval), read back
 with TensorBoard's own reader."""
 import types
 
+from _testlib import tiny_demo_config
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _testlib import tiny_demo_config
 
-from jaxseg.train_lib import eval_outputs
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import metrics as metrics_lib
-from jaxseg.train_lib import tensorboard
-from jaxseg.train_lib import trainer
+from jaxseg.data import pictures
+from jaxseg.evaluation import metrics as metrics_lib
+from jaxseg.evaluation import report as eval_outputs
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.runtime import tensorboard
+from jaxseg.train import loop as trainer
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator")
@@ -74,9 +75,9 @@ def test_overlay_grid_rows_and_panels():
   row = grid[22:32]
   np.testing.assert_array_equal(row[:, :12], image)
   np.testing.assert_array_equal(row[:, 16:22],
-                                eval_outputs.blend(image[:, :6], colors[label[:, :6]]))
+                                pictures.blend(image[:, :6], colors[label[:, :6]]))
   np.testing.assert_array_equal(row[:, 22:28], image[:, 6:] // 2)  # ignore: black, half weight
-  np.testing.assert_array_equal(row[:, 32:44], eval_outputs.blend(image, colors[pred]))
+  np.testing.assert_array_equal(row[:, 32:44], pictures.blend(image, colors[pred]))
   wide = eval_outputs.overlay_grid([np.zeros((20, 800, 3), np.uint8)], [np.zeros((20, 800))],
                                    [np.zeros((20, 800))], colors, panel_width=200)
   assert wide.shape[1] == 3 * 200 + 2 * 4  # shrunk to the panel width
@@ -118,22 +119,22 @@ def test_run_eval_writes_scalars_grid_and_charts(tmp_path):
   assert {f"eval_iou/{n}" for n in present} <= set(tags["scalars"])
 
   # The grid holds the first 3 eval images, their ground truth and the eval step's prediction.
-  from jaxseg import input_pipeline
-  batch = next(iter(input_pipeline.build_eval_loader(config.data, batch_size=3)))
+  from jaxseg import data as data_lib
+  batch = next(iter(data_lib.build_eval_loader(config.data, batch_size=3)))
   image, label = batch["image"], batch["label"]
   pred = np.where((label == 255) | (image[..., 0] % 2 == 1), 0, label)
   (event,) = acc.Images("eval/images")
   grid = _decode(event)
   h, w = image.shape[1:3]
   assert grid.shape == (22 + 3 * (h + 4), 3 * w + 8, 3)
-  palette = eval_outputs.palette_of(info.colors)
+  palette = pictures.palette_of(info.colors)
   for i in range(3):
     y = 22 + i * (h + 4)
     np.testing.assert_array_equal(grid[y:y + h, :w], image[i])
     np.testing.assert_array_equal(grid[y:y + h, w + 4:2 * w + 4],
-                                  eval_outputs.blend(image[i], palette[label[i]]))
+                                  pictures.blend(image[i], palette[label[i]]))
     np.testing.assert_array_equal(grid[y:y + h, 2 * w + 8:],
-                                  eval_outputs.blend(image[i], palette[pred[i]]))
+                                  pictures.blend(image[i], palette[pred[i]]))
   (chart,) = acc.Images("eval/confusion")
   np.testing.assert_array_equal(
       _decode(chart), eval_outputs.confusion_chart(

@@ -4,16 +4,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxseg.train_lib import losses
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import optimizer as optimizer_lib
-from jaxseg.train_lib import train_step as step_lib
+from jaxseg.config import base as config_base
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.train import losses
+from jaxseg.train import optimizer as optimizer_lib
+from jaxseg.train import step as step_lib
 
 NUM_CLASSES = 5
 
 
 def _config(precision="fp32", syncbn=True):
-  from jaxseg.config_base import base_config
+  from jaxseg.config.base import base_config
   c = base_config()
   c.precision = precision
   c.syncbn = syncbn
@@ -26,7 +27,7 @@ def _config(precision="fp32", syncbn=True):
 def _functions(config, devices):
   mesh = mesh_lib.create_mesh({"data": len(devices)}, devices=devices)
   tx, _ = optimizer_lib.create_optimizer(config, total_steps=10)
-  loss_cfg = losses.default_loss_config()
+  loss_cfg = config_base.loss_config()
   loss_cfg.num_classes = NUM_CLASSES
   fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=NUM_CLASSES, tx=tx,
                                        loss_fn=losses.make_loss_fn(loss_cfg))

@@ -1,14 +1,15 @@
 """End to end: the demo config trains, evaluates, checkpoints, resumes, predicts."""
 import json
 
+from _testlib import tiny_demo_config
 import numpy as np
 import pytest
 
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import inference
-from jaxseg.train_lib import tensorboard
-from jaxseg.train_lib import trainer
-from _testlib import tiny_demo_config
+from jaxseg.inference import commands as inference
+from jaxseg.runtime import checkpoint as checkpoint_lib
+from jaxseg.runtime import tensorboard
+from jaxseg.train import loop as trainer
+
 
 def test_demo_end_to_end_writes_checkpoint_eval_predictions_and_events(tmp_path):
   config = tiny_demo_config()

@@ -33,12 +33,12 @@ import json
 import pathlib
 import sys
 
+from _testlib import compile_fast
+from flax import nnx
 import jax
 import numpy as np
 import optax
 import pytest
-from _testlib import compile_fast
-from flax import nnx
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "training_parity"
 sys.path.insert(0, str(FIXTURES.parent))
@@ -59,7 +59,7 @@ def load_meta(fixtures: pathlib.Path = FIXTURES) -> dict:
 
 def parity_config(meta: dict, loss_name: str):
   """base_config with the fixture's model, loss, optimizer and per-epoch poly schedule."""
-  from jaxseg.config_base import base_config
+  from jaxseg.config.base import base_config
   c = base_config()
   c.precision = "fp32"
   c.model.name = meta["model"]
@@ -100,11 +100,12 @@ def run_jaxseg(meta: dict, loss_name: str, batches: list[tuple[np.ndarray, np.nd
                ) -> dict:
   """jaxseg's trainer steps on the fixture's batches: losses, lrs, signatures per checkpoint."""
   from jaxseg.convert import torch_layout
-  from jaxseg.train_lib import losses
-  from jaxseg.train_lib import mesh as mesh_lib
-  from jaxseg.train_lib import optimizer as optimizer_lib
-  from jaxseg.train_lib import train_step as step_lib
-  from jaxseg.train_lib import variables
+  from jaxseg.models import registry
+  from jaxseg.runtime import mesh as mesh_lib
+  from jaxseg.runtime import variables
+  from jaxseg.train import losses
+  from jaxseg.train import optimizer as optimizer_lib
+  from jaxseg.train import step as step_lib
 
   config = parity_config(meta, loss_name)
   steps, num_classes = meta["steps"], meta["num_classes"]
@@ -113,7 +114,7 @@ def run_jaxseg(meta: dict, loss_name: str, batches: list[tuple[np.ndarray, np.nd
   mesh = mesh_lib.create_mesh({"data": 1}, devices=jax.devices()[:1])
   fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=num_classes, tx=tx,
                                        loss_fn=losses.make_loss_fn(config.loss))
-  model = step_lib.build_model(config, num_classes, rngs=nnx.Rngs(0))
+  model = registry.from_config(config, num_classes, rngs=nnx.Rngs(0))
   start_sd = parity_common.initial_state_dict(torch_layout.model_state_shapes(model))
   torch_layout.load_state_dict(model, start_sd, strip_prefix=None)
   _, params, stats = variables.split_model(model)

@@ -1,12 +1,12 @@
-"""Tests of jaxseg.input_pipeline.transforms (numpy/OpenCV augmentations)."""
+"""Tests of jaxseg.data.transforms (numpy/OpenCV augmentations)."""
 import colorsys
 
 import numpy as np
 import pytest
 import scipy.ndimage
 
-from jaxseg.input_pipeline import color as C
-from jaxseg.input_pipeline import transforms as T
+from jaxseg.data import color as C
+from jaxseg.data import transforms as T
 
 
 def _pair(h=30, w=40, seed=0):
@@ -112,7 +112,7 @@ def test_train_transform_deterministic_by_seed():
   assert not np.array_equal(a[0], c[0])
   assert a[0].shape == (48, 48, 3) and a[1].shape == (48, 48)
   assert a[0].dtype == np.uint8 and a[1].dtype == np.uint8
-  assert a[0].flags['C_CONTIGUOUS'] and a[1].flags['C_CONTIGUOUS']
+  assert a[0].flags["C_CONTIGUOUS"] and a[1].flags["C_CONTIGUOUS"]
 
 
 def test_rotation_fills_label_with_ignore():
@@ -146,7 +146,7 @@ def test_brightness_contrast_saturation_follow_pil_blend():
   np.testing.assert_array_equal(C.adjust_saturation(grey_image, 1.7), grey_image)
 
 
-@pytest.mark.parametrize('factor', [0.0, 0.75, 1.0, 1.13, 1.25, 2.5])
+@pytest.mark.parametrize("factor", [0.0, 0.75, 1.0, 1.13, 1.25, 2.5])
 def test_enhance_tables_equal_elementwise_blend(factor):
   image, _ = _pair(20, 30, seed=4)
   image = image[:, ::-1]  # views (a flip) are accepted
@@ -207,7 +207,7 @@ def test_adjust_hue():
   hsv = C.rgb_to_hsv_reference(image)
   hsv[..., 0] += np.uint8(256 - 25)  # int(-0.1 * 255) = -25, uint8 wrap
   np.testing.assert_array_equal(shifted, C.hsv_to_rgb_reference(hsv))
-  with pytest.raises(ValueError, match='hue factor'):
+  with pytest.raises(ValueError, match="hue factor"):
     C.adjust_hue(image, 0.6)
 
 
@@ -220,13 +220,13 @@ def test_color_jitter_is_identity_at_zero_and_seeded():
   assert not np.array_equal(a, image)
 
 
-@pytest.mark.parametrize('sigma', [0.15, 0.7, 1.3])
+@pytest.mark.parametrize("sigma", [0.15, 0.7, 1.3])
 def test_gaussian_blur_matches_skimage_recipe(sigma):
   # skimage.filters.gaussian(img, sigma, multichannel=True) = scipy's
   # gaussian_filter on img/255 (mode 'nearest', truncate 4) per channel.
   image, _ = _pair(33, 47, seed=2)
   f = np.multiply(image, 1.0 / 255, dtype=np.float64)
-  ref = scipy.ndimage.gaussian_filter(f, sigma=(sigma, sigma, 0), mode='nearest',
+  ref = scipy.ndimage.gaussian_filter(f, sigma=(sigma, sigma, 0), mode="nearest",
                                       truncate=4.0)
   ref = (ref * 255).astype(np.uint8)
   out = T.gaussian_blur(image, sigma)
@@ -237,20 +237,20 @@ def test_gaussian_blur_matches_skimage_recipe(sigma):
 
 def test_eval_resize_policies():
   image, label = _pair(30, 40)
-  img, lab = T.eval_resize(image, label, 'none')
+  img, lab = T.eval_resize(image, label, "none")
   assert img is image and lab is label
-  img, lab = T.eval_resize(image, label, 'fixed', height=15, width=20)
+  img, lab = T.eval_resize(image, label, "fixed", height=15, width=20)
   assert img.shape == (15, 20, 3) and lab.shape == (15, 20)
-  img, lab = T.eval_resize(image, label, 'height_crop_pad', size=24)
+  img, lab = T.eval_resize(image, label, "height_crop_pad", size=24)
   assert img.shape == (24, 24, 3) and lab.shape == (24, 24)  # 24x32 centre-cropped
   tall_img, tall_lab = _pair(40, 20)
-  img, lab = T.eval_resize(tall_img, tall_lab, 'height_crop_pad', size=20)
+  img, lab = T.eval_resize(tall_img, tall_lab, "height_crop_pad", size=20)
   assert img.shape == (20, 20, 3)
   assert np.all(lab[:, :5] == 255) and np.all(lab[:, -5:] == 255)  # 10 wide, padded
-  img, lab = T.eval_resize(image, label, 'none', pad_hw=(32, 48), pad_value=1)
+  img, lab = T.eval_resize(image, label, "none", pad_hw=(32, 48), pad_value=1)
   assert img.shape == (32, 48, 3) and np.all(lab[30:] == 255) and np.all(lab[:, 40:] == 255)
   np.testing.assert_array_equal(lab[:30, :40], label)
-  with pytest.raises(ValueError, match='eval_resize'):
-    T.eval_resize(image, label, 'bogus')
-  with pytest.raises(ValueError, match='larger than'):
-    T.eval_resize(image, label, 'none', pad_hw=(20, 48))
+  with pytest.raises(ValueError, match="eval_resize"):
+    T.eval_resize(image, label, "bogus")
+  with pytest.raises(ValueError, match="larger than"):
+    T.eval_resize(image, label, "none", pad_hw=(20, 48))

@@ -6,32 +6,31 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from jaxseg.input_pipeline import labels as labels_lib
-from jaxseg.input_pipeline import sampling
-from jaxseg.input_pipeline import uniform
-from jaxseg.input_pipeline.datasets import base
-from jaxseg.input_pipeline.datasets.base import Record
+from jaxseg.data import labels as labels_lib
+from jaxseg.data import sampling, uniform
+from jaxseg.data.datasets import base
+from jaxseg.data.datasets.base import Record
 
 
 def _cityscapes_train(shared_data):
   """The 8 real aachen frames, paths as the reference writes them."""
-  root = shared_data / 'cityscapes'
-  names = sorted(f[:-len('_gtFine_labelIds.png')]
-                 for f in os.listdir(root / 'gtFine/train/aachen')
-                 if f.endswith('_gtFine_labelIds.png'))
-  items = [(f'leftImg8bit/train/aachen/{n}_leftImg8bit.png',
-            f'gtFine/train/aachen/{n}_gtFine_labelIds.png') for n in names]
+  root = shared_data / "cityscapes"
+  names = sorted(f[:-len("_gtFine_labelIds.png")]
+                 for f in os.listdir(root / "gtFine/train/aachen")
+                 if f.endswith("_gtFine_labelIds.png"))
+  items = [(f"leftImg8bit/train/aachen/{n}_leftImg8bit.png",
+            f"gtFine/train/aachen/{n}_gtFine_labelIds.png") for n in names]
   records = [Record(str(root / i), str(root / l), n) for (i, l), n in zip(items, names)]
-  ds = base.SegmentationDataset(records, labels_lib.cityscapes_table(), 'train')
+  ds = base.SegmentationDataset(records, labels_lib.cityscapes_table(), "train")
   return ds, items
 
 
-@pytest.mark.parametrize('tile', [1024, 512])
+@pytest.mark.parametrize("tile", [1024, 512])
 def test_centroids_match_original(shared_data, reference_dir, tile):
   ds, items = _cityscapes_train(shared_data)
   assert len(items) == 8
   got = uniform.class_centroids_all(items, ds.read_label, 19, tile, num_workers=2)
-  with open(reference_dir / 'uniform' / f'centroids_tile{tile}.json') as f:
+  with open(reference_dir / "uniform" / f"centroids_tile{tile}.json") as f:
     ref = {int(k): v for k, v in json.load(f).items()}
   got = {int(k): v for k, v in json.loads(json.dumps(
       {str(k): v for k, v in got.items()})).items()}  # JSON round trip
@@ -72,15 +71,15 @@ def _toy_labels(n=6, h=20, w=24):
 
 def test_cache_reuse_and_invalidation(tmp_path):
   labels = _toy_labels()
-  items = [(f'img/{i}.png', f'lbl/{i}.png') for i in range(6)]
-  path = str(tmp_path / 'cache' / 'toy_tile8.json')
+  items = [(f"img/{i}.png", f"lbl/{i}.png") for i in range(6)]
+  path = str(tmp_path / "cache" / "toy_tile8.json")
   reader = _CountingReader(labels)
   first = uniform.load_or_compute_centroids(path, items, reader, 4, 8, num_workers=1)
-  assert reader.calls == 6 and os.path.isfile(path) and os.path.isfile(path + '.meta.json')
+  assert reader.calls == 6 and os.path.isfile(path) and os.path.isfile(path + ".meta.json")
   with open(path) as f:  # the original's format: str keys, 4-tuples
     on_disk = json.load(f)
   assert {int(k) for k in on_disk} == set(first)
-  assert on_disk['0'][0][:2] == ['img/0.png', 'lbl/0.png'] and on_disk['0'][0][3] == 0
+  assert on_disk["0"][0][:2] == ["img/0.png", "lbl/0.png"] and on_disk["0"][0][3] == 0
   # Same file list: reused, nothing read.
   again = uniform.load_or_compute_centroids(path, items, reader, 4, 8, num_workers=1)
   assert reader.calls == 6 and again == first
@@ -90,8 +89,8 @@ def test_cache_reuse_and_invalidation(tmp_path):
   # So does another tile size, and a corrupt cache file.
   uniform.load_or_compute_centroids(path, items[:5], reader, 4, 10, num_workers=1)
   assert reader.calls == 6 + 5 + 5
-  with open(path, 'w') as f:
-    f.write('{not json')
+  with open(path, "w") as f:
+    f.write("{not json")
   fixed = uniform.load_or_compute_centroids(path, items[:5], reader, 4, 10, num_workers=1)
   assert reader.calls == 6 + 5 + 5 + 5
   assert fixed == uniform.class_centroids_all(items[:5], labels.__getitem__, 4, 10)
@@ -140,8 +139,8 @@ def test_cut_pools_follow_original_shallow_copy():
 
 class _FakeDataset:
   def __init__(self, kinds, h=16, w=16, num_classes=3):
-    self.records = tuple(Record(f'i{k}', f'l{k}', f'n{k}', kind) for k, kind in enumerate(kinds))
-    self.table = labels_lib.identity_table('fake', [f'c{i}' for i in range(num_classes)],
+    self.records = tuple(Record(f"i{k}", f"l{k}", f"n{k}", kind) for k, kind in enumerate(kinds))
+    self.table = labels_lib.identity_table("fake", [f"c{i}" for i in range(num_classes)],
                                            np.zeros((num_classes, 3), np.uint8))
     self.h, self.w = h, w
 
@@ -154,8 +153,8 @@ class _FakeDataset:
     return lab
 
 
-def _cfg(name='cityscapes', pct=0.5, max_cu_epoch=1):
-  from jaxseg.input_pipeline import defaults  # pylint: disable=g-import-not-at-top
+def _cfg(name="cityscapes", pct=0.5, max_cu_epoch=1):
+  from jaxseg.data import defaults  # pylint: disable=g-import-not-at-top
   c = defaults.data_config()
   c.name = name
   c.class_uniform_pct = pct
@@ -164,20 +163,20 @@ def _cfg(name='cityscapes', pct=0.5, max_cu_epoch=1):
   return c
 
 
-@pytest.mark.parametrize('name', ['cityscapes', 'camvid'])
+@pytest.mark.parametrize("name", ["cityscapes", "camvid"])
 def test_plan_composition_and_cut(tmp_path, name):
-  kinds = ['fine'] * 30 + ['sdc'] * 12
+  kinds = ["fine"] * 30 + ["sdc"] * 12
   ds = _FakeDataset(kinds)
   cfg = _cfg(name)
   cfg.uniform_cache_dir = str(tmp_path)
   plan = sampling.make_plan(cfg, 4, seed=3, dataset=ds)
-  n0 = 42 if name == 'cityscapes' else 30  # SDC in the plain part: Cityscapes only
+  n0 = 42 if name == "cityscapes" else 30  # SDC in the plain part: Cityscapes only
   per0 = int(n0 * 0.5 / 3)
   assert plan.epoch_size(0) == n0 - per0 * 3 + per0 * 2  # class 2 has no centroids
   ep0 = plan.epoch(0)
   np.testing.assert_array_equal(uniform.class_counts(ep0, 3), [per0, per0, 0])
   plain0 = ep0.index[ep0.class_id < 0]
-  assert (np.any(plain0 >= 30)) == (name == 'cityscapes')
+  assert (np.any(plain0 >= 30)) == (name == "cityscapes")
   # Centred samples draw from fine and SDC centroids before and after the cut.
   assert np.any(ep0.index[ep0.class_id >= 0] >= 30)
   assert not plan.is_cut(1) and plan.is_cut(2)
@@ -194,18 +193,18 @@ def test_plan_composition_and_cut(tmp_path, name):
   s0, s2 = plan.steps(0), plan.steps(2)
   assert plan.locate(0) == (0, 0) and plan.locate(s0) == (1, 0)
   assert plan.locate(2 * s0) == (2, 0) and plan.locate(2 * s0 + s2 + 1) == (3, 1)
-  assert os.path.isfile(tmp_path / f'{name}_train_cv0_tile8.json')
+  assert os.path.isfile(tmp_path / f"{name}_train_cv0_tile8.json")
 
 
 def test_plan_without_class_uniform_ignores_sdc(tmp_path):
-  ds = _FakeDataset(['fine'] * 10 + ['sdc'] * 5)
+  ds = _FakeDataset(["fine"] * 10 + ["sdc"] * 5)
   cfg = _cfg(pct=0.0)
   cfg.uniform_cache_dir = str(tmp_path)
   plan = sampling.make_plan(cfg, 3, seed=0, dataset=ds)
   assert plan.epoch_size(0) == 10 and plan.steps(0) == 3
   assert sorted(plan.epoch(0).index) == list(range(10))
   assert not os.listdir(tmp_path)  # no centroids needed
-  with pytest.raises(ValueError, match='fewer than the global batch'):
+  with pytest.raises(ValueError, match="fewer than the global batch"):
     sampling.make_plan(cfg, 11, seed=0, dataset=ds)
 
 
@@ -217,20 +216,20 @@ class _FakeCoarse(_FakeDataset):
 
 
 def test_coarse_boost_adds_only_boosted_classes(tmp_path, monkeypatch):
-  fine = _FakeDataset(['fine'] * 12)
-  coarse = _FakeCoarse(['coarse'] * 5)
-  from jaxseg.input_pipeline import datasets  # pylint: disable=g-import-not-at-top
+  fine = _FakeDataset(["fine"] * 12)
+  coarse = _FakeCoarse(["coarse"] * 5)
+  from jaxseg.data import datasets  # pylint: disable=g-import-not-at-top
   requested = []
 
   def fake_get_dataset(cfg, split):
     requested.append(split)
     return coarse
-  monkeypatch.setattr(datasets, 'get_dataset', fake_get_dataset)
+  monkeypatch.setattr(datasets, "get_dataset", fake_get_dataset)
   cfg = _cfg()
   cfg.uniform_cache_dir = str(tmp_path)
   cfg.coarse_boost_classes = (2,)
   plan = sampling.make_plan(cfg, 4, seed=0, dataset=fine)
-  assert requested == ['extra']  # the Cityscapes gtCoarse split
+  assert requested == ["extra"]  # the Cityscapes gtCoarse split
   assert len(plan.source) == 17 and sorted(plan.pools) == [0, 1, 2]
   assert np.all(plan.pools[2].index >= 12)  # class 2: coarse samples only
   assert np.all(plan.pools[1].index < 12)  # class 1 not boosted: fine only
@@ -239,7 +238,7 @@ def test_coarse_boost_adds_only_boosted_classes(tmp_path, monkeypatch):
   per = int(12 * 0.5 / 3)
   np.testing.assert_array_equal(uniform.class_counts(ep, 3), [per, per, per])
   sample_rec = plan.source.records[int(ep.index[ep.class_id == 2][0])]
-  assert sample_rec.kind == 'coarse'
-  assert os.path.isfile(tmp_path / 'cityscapes_coarse_tile8.json')
+  assert sample_rec.kind == "coarse"
+  assert os.path.isfile(tmp_path / "cityscapes_coarse_tile8.json")
   # After the cut, class 2 (no fine centroid) loses its pool, as the original.
   assert 2 not in plan.pools_cut

@@ -5,10 +5,10 @@ range; benchmarks/gpu/run.sh installs exactly those from the carried .whl/ folde
 """
 from __future__ import annotations
 
+from importlib import metadata
 import pathlib
 import sys
 import tomllib
-from importlib import metadata
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -17,9 +17,9 @@ from typing import Any, Sequence
 
 
 def _override(text: str) -> tuple[str, Any]:
-  key, sep, value = text.partition('=')
+  key, sep, value = text.partition("=")
   if not sep or not key:
-    raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+    raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
   try:
     return key, ast.literal_eval(value)
   except (ValueError, SyntaxError):
@@ -28,28 +28,28 @@ def _override(text: str) -> tuple[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog='python -m jaxseg.convert', description=__doc__.split('\n\n')[0],
+      prog="python -m jaxseg.convert", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--src', required=True, help='PyTorch .pth checkpoint (legacy or zip)')
-  parser.add_argument('--model', required=True,
-                      help='registry model name, e.g. DeepWV3Plus, DeepSRNX50V3PlusD_m1')
-  parser.add_argument('--out', required=True, help='output orbax checkpoint directory')
-  parser.add_argument('--num-classes', '--num_classes', type=int, default=None,
-                      help='classifier size (default: the checkpoint\'s); a different value '
-                      're-initialises the final classifier only')
-  parser.add_argument('--trunk-only', '--trunk_only', action='store_true',
-                      help='the file holds ImageNet trunk weights; the head stays random')
-  parser.add_argument('--allow-partial', '--allow_partial', action='store_true',
-                      help='load the matching tensors instead of refusing another model\'s file')
-  parser.add_argument('--allow-non-finite', '--allow_non_finite', action='store_true',
-                      help='convert even if tensors hold NaN/Inf (refused by default)')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace an existing converted checkpoint in --out')
-  parser.add_argument('--seed', type=int, default=0,
-                      help='initialisation seed for whatever the file does not provide')
-  parser.add_argument('--model-override', '--model_override', type=_override, action='append',
-                      default=[], metavar='KEY=VALUE',
-                      help='create_model keyword, e.g. width_multiplier=0.5')
+  parser.add_argument("--src", required=True, help="PyTorch .pth checkpoint (legacy or zip)")
+  parser.add_argument("--model", required=True,
+                      help="registry model name, e.g. DeepWV3Plus, DeepSRNX50V3PlusD_m1")
+  parser.add_argument("--out", required=True, help="output orbax checkpoint directory")
+  parser.add_argument("--num-classes", "--num_classes", type=int, default=None,
+                      help="classifier size (default: the checkpoint's); a different value "
+                      "re-initialises the final classifier only")
+  parser.add_argument("--trunk-only", "--trunk_only", action="store_true",
+                      help="the file holds ImageNet trunk weights; the head stays random")
+  parser.add_argument("--allow-partial", "--allow_partial", action="store_true",
+                      help="load the matching tensors instead of refusing another model's file")
+  parser.add_argument("--allow-non-finite", "--allow_non_finite", action="store_true",
+                      help="convert even if tensors hold NaN/Inf (refused by default)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an existing converted checkpoint in --out")
+  parser.add_argument("--seed", type=int, default=0,
+                      help="initialisation seed for whatever the file does not provide")
+  parser.add_argument("--model-override", "--model_override", type=_override, action="append",
+                      default=[], metavar="KEY=VALUE",
+                      help="create_model keyword, e.g. width_multiplier=0.5")
   return parser
 
 
@@ -64,10 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                        overwrite=args.overwrite, allow_non_finite=args.allow_non_finite)
   # ValueError covers the reader's refusals (PthFormatError) and NonFiniteWeightsError.
   except (OSError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr)
     return 1
   return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   sys.exit(main())

@@ -22,18 +22,18 @@ import pathlib
 import shutil
 from typing import Any, Mapping
 
+from flax import nnx
 import jax
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from jaxseg.convert import torch_layout
 from jaxseg.convert.pth_reader import load_pth
 from jaxseg.models import registry
 
-_PREFIX = 'module.'
+_PREFIX = "module."
 # Top-level checkpoint fields copied into the orbax metadata (scalars only).
-_META_FIELDS = ('epoch', 'mean_iu', 'command', 'arch', 'best_EPE')
+_META_FIELDS = ("epoch", "mean_iu", "command", "arch", "best_EPE")
 _SHOWN_KEYS = 5  # How many offending keys an error message lists.
 _STEP = 0  # Converted weights are written as step 0 of the output checkpoint directory.
 
@@ -59,10 +59,10 @@ def unwrap_checkpoint(obj: Any) -> tuple[collections.OrderedDict, dict[str, Any]
     ValueError: no state dict found, or a state-dict entry is not a tensor.
   """
   if not isinstance(obj, Mapping):
-    raise ValueError(f'expected a checkpoint dict or a state dict, got {type(obj).__name__}')
+    raise ValueError(f"expected a checkpoint dict or a state dict, got {type(obj).__name__}")
   meta: dict[str, Any] = {}
-  if isinstance(obj.get('state_dict'), Mapping):
-    state_dict = obj['state_dict']
+  if isinstance(obj.get("state_dict"), Mapping):
+    state_dict = obj["state_dict"]
     for key in _META_FIELDS:
       value = _plain(obj.get(key))
       if isinstance(value, (bool, int, float, str)):
@@ -75,7 +75,7 @@ def unwrap_checkpoint(obj: Any) -> tuple[collections.OrderedDict, dict[str, Any]
   out = collections.OrderedDict()
   for key, value in state_dict.items():
     if not isinstance(key, str) or not isinstance(value, np.ndarray):
-      raise ValueError(f'state dict entry {key!r} is a {type(value).__name__}, not a tensor')
+      raise ValueError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor")
     out[key[len(_PREFIX):] if key.startswith(_PREFIX) else key] = value
   return out, meta
 
@@ -87,7 +87,7 @@ class NonFiniteWeightsError(ValueError):
 def _non_finite_counts(value: np.ndarray) -> str:
   nan = int(np.isnan(value).sum())
   inf = int(np.isinf(value).sum())
-  return f'{nan} NaN and {inf} Inf of {value.size} values'
+  return f"{nan} NaN and {inf} Inf of {value.size} values"
 
 
 def _check_finite(report: ConversionReport, state_dict: Mapping[str, np.ndarray],
@@ -97,20 +97,20 @@ def _check_finite(report: ConversionReport, state_dict: Mapping[str, np.ndarray]
   unused |= {k for k, _, _ in report.mismatched}
   bad = [k for k in non_finite if k not in unused]
   if bad:
-    more = f' (and {len(bad) - 1} more tensors, e.g. {bad[1:1 + _SHOWN_KEYS]})' if bad[1:] else ''
+    more = f" (and {len(bad) - 1} more tensors, e.g. {bad[1:1 + _SHOWN_KEYS]})" if bad[1:] else ""
     raise NonFiniteWeightsError(
-        f'{report.src}: tensor {bad[0]!r} holds {_non_finite_counts(state_dict[bad[0]])}{more}: '
-        'the converted model would predict garbage; pass allow_non_finite=True / '
-        '--allow-non-finite to convert anyway')
+        f"{report.src}: tensor {bad[0]!r} holds {_non_finite_counts(state_dict[bad[0]])}{more}: "
+        "the converted model would predict garbage; pass allow_non_finite=True / "
+        "--allow-non-finite to convert anyway")
   return bad
 
 
 def _as_float32(key: str, value: np.ndarray) -> np.ndarray:
   """Half/bfloat16 (e.g. AMP) checkpoints are widened to float32; integers stay as they are."""
-  if value.dtype.kind in 'biu':
+  if value.dtype.kind in "biu":
     return value
-  if value.dtype.kind not in 'fV' or value.dtype.itemsize > 8:
-    raise ValueError(f'tensor {key!r} has unsupported dtype {value.dtype}')
+  if value.dtype.kind not in "fV" or value.dtype.itemsize > 8:
+    raise ValueError(f"tensor {key!r} has unsupported dtype {value.dtype}")
   return np.asarray(value, dtype=np.float32)
 
 
@@ -137,32 +137,32 @@ class ConversionReport:
     lines = [f'{self.src} -> {self.model} (num_classes={self.num_classes}'
              f'{", trunk only" if self.trunk_only else ""}): loaded {len(self.loaded)} tensors']
     if self.meta:
-      lines.append('  checkpoint: ' + ', '.join(f'{k}={v!r}' for k, v in self.meta.items()))
+      lines.append("  checkpoint: " + ", ".join(f"{k}={v!r}" for k, v in self.meta.items()))
     if self.ignored:
-      lines.append(f'  ignored {len(self.ignored)} entries (BatchNorm num_batches_tracked, '
-                   'ImageNet classifier)')
+      lines.append(f"  ignored {len(self.ignored)} entries (BatchNorm num_batches_tracked, "
+                   "ImageNet classifier)")
     if self.left_at_init:
-      lines.append(f'  {len(self.left_at_init)} head tensors keep their random initialisation')
+      lines.append(f"  {len(self.left_at_init)} head tensors keep their random initialisation")
     if self.reinitialized:
-      lines.append(f'  re-initialised classifier for {self.num_classes} classes: '
-                   + ', '.join(self.reinitialized))
-    for title, keys in (('missing (left at initialisation)', self.missing),
-                        ('unexpected (ignored)', self.unexpected),
-                        ('non-finite values', self.non_finite)):
+      lines.append(f"  re-initialised classifier for {self.num_classes} classes: "
+                   + ", ".join(self.reinitialized))
+    for title, keys in (("missing (left at initialisation)", self.missing),
+                        ("unexpected (ignored)", self.unexpected),
+                        ("non-finite values", self.non_finite)):
       if keys:
-        lines.append(f'  {title} ({len(keys)}): ' + ', '.join(keys))
+        lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys))
     for key, got, want in self.mismatched:
-      lines.append(f'  shape mismatch: {key}: checkpoint {got}, model {want}')
+      lines.append(f"  shape mismatch: {key}: checkpoint {got}, model {want}")
     if self.out_path:
-      lines.append(f'  wrote {self.out_path}')
-    return '\n'.join(lines)
+      lines.append(f"  wrote {self.out_path}")
+    return "\n".join(lines)
 
 
 def _classifier_size(state_dict: Mapping[str, np.ndarray], src: str, model_name: str) -> int:
   key = registry.get_spec(model_name).classifier_keys[0]
   if key not in state_dict:
-    raise ValueError(f'{src}: cannot infer --num-classes: no classifier tensor {key!r} in the '
-                     'checkpoint (pass --num-classes, and --trunk-only for trunk weights)')
+    raise ValueError(f"{src}: cannot infer --num-classes: no classifier tensor {key!r} in the "
+                     "checkpoint (pass --num-classes, and --trunk-only for trunk weights)")
   return int(state_dict[key].shape[0])
 
 
@@ -178,18 +178,18 @@ def _fail_wrong_model(report: ConversionReport) -> None:
     return
   parts = []
   if missing:
-    parts.append(f'{len(missing)} model tensors missing from the file, e.g. '
-                 f'{missing[:_SHOWN_KEYS]}')
+    parts.append(f"{len(missing)} model tensors missing from the file, e.g. "
+                 f"{missing[:_SHOWN_KEYS]}")
   if report.unexpected:
-    parts.append(f'{len(report.unexpected)} file tensors unknown to the model, e.g. '
-                 f'{report.unexpected[:_SHOWN_KEYS]}')
+    parts.append(f"{len(report.unexpected)} file tensors unknown to the model, e.g. "
+                 f"{report.unexpected[:_SHOWN_KEYS]}")
   if report.mismatched:
-    shown = [f'{k}: file {g} vs model {w}' for k, g, w in report.mismatched[:_SHOWN_KEYS]]
-    parts.append(f'{len(report.mismatched)} shape mismatches, e.g. {shown}')
+    shown = [f"{k}: file {g} vs model {w}" for k, g, w in report.mismatched[:_SHOWN_KEYS]]
+    parts.append(f"{len(report.mismatched)} shape mismatches, e.g. {shown}")
   raise ValueError(
-      f'{report.src} does not hold {report.model} weights (loaded {len(report.loaded)} '
-      f'tensors): ' + '; '.join(parts) + '. Check --model (and --trunk-only for ImageNet trunk '
-      'checkpoints), or pass allow_partial=True / --allow-partial to load what matches.')
+      f"{report.src} does not hold {report.model} weights (loaded {len(report.loaded)} "
+      f"tensors): " + "; ".join(parts) + ". Check --model (and --trunk-only for ImageNet trunk "
+      "checkpoints), or pass allow_partial=True / --allow-partial to load what matches.")
 
 
 def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
@@ -227,25 +227,25 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
       checkpoint of another network.
     NonFiniteWeightsError: a loaded tensor holds NaN/Inf (and not `allow_non_finite`).
   """
-  from jaxseg.train_lib.checkpoint import save_model_checkpoint  # Heavy (orbax): import late.
+  from jaxseg.runtime.checkpoint import save_model_checkpoint  # Heavy (orbax): import late.
   src = os.fspath(src)
   if model_name not in registry.list_models():  # Before reading a possibly large file.
     raise ValueError(f'unknown model {model_name!r}; known models: '
                      f'{", ".join(registry.list_models())}')
   step_dir = pathlib.Path(out_dir) / str(_STEP)
   if step_dir.exists() and not overwrite:
-    raise FileExistsError(f'{step_dir} already exists: choose another output directory or '
-                          'pass overwrite=True / --overwrite')
+    raise FileExistsError(f"{step_dir} already exists: choose another output directory or "
+                          "pass overwrite=True / --overwrite")
   state_dict, meta = unwrap_checkpoint(load_pth(src))
   non_finite = []
-  for key in tqdm(list(state_dict), desc='tensors', unit='tensor', disable=not verbose):
+  for key in tqdm(list(state_dict), desc="tensors", unit="tensor", disable=not verbose):
     state_dict[key] = _as_float32(key, state_dict[key])
-    if state_dict[key].dtype.kind == 'f' and not np.isfinite(state_dict[key]).all():
+    if state_dict[key].dtype.kind == "f" and not np.isfinite(state_dict[key]).all():
       non_finite.append(key)
   if num_classes is None:
     if trunk_only:
-      raise ValueError(f'{src}: --num-classes is required with --trunk-only (the trunk '
-                       'checkpoint has no segmentation classifier)')
+      raise ValueError(f"{src}: --num-classes is required with --trunk-only (the trunk "
+                       "checkpoint has no segmentation classifier)")
     num_classes = _classifier_size(state_dict, src, model_name)
   overrides = dict(model_overrides or {})
   build = lambda: registry.create_model(model_name, num_classes=num_classes,  # noqa: E731
@@ -270,7 +270,7 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
     report.left_at_init = [k for k in _model_keys(model) if k not in done]
   metadata = dict(model=model_name, num_classes=num_classes, model_overrides=overrides,
                   source=os.path.abspath(src), source_sha256=_sha256(src),
-                  source_meta=meta, converted_by='jaxseg.convert', trunk_only=trunk_only,
+                  source_meta=meta, converted_by="jaxseg.convert", trunk_only=trunk_only,
                   reinitialized=report.reinitialized, missing=report.missing,
                   unexpected=report.unexpected)
   if step_dir.exists():  # overwrite: orbax refuses to save over an existing step.
@@ -292,7 +292,7 @@ def _load(model: nnx.Module, state_dict: Mapping[str, np.ndarray], *, trunk_only
         model, state_dict, reinit_classifier_on_mismatch=True, strict=False, reinit_seed=seed,
         classifier_keys=registry.get_spec(model_name).classifier_keys)
   return ConversionReport(
-      src='', model='', num_classes=0, loaded=list(loaded.loaded), missing=list(loaded.missing),
+      src="", model="", num_classes=0, loaded=list(loaded.loaded), missing=list(loaded.missing),
       unexpected=list(loaded.unexpected),
       # torch_layout reports (key, model shape, file shape).
       mismatched=[(k, tuple(got), tuple(want)) for k, want, got in loaded.mismatched],
@@ -308,7 +308,7 @@ def _is_concrete(model: nnx.Module) -> bool:
 
 def _sha256(path: str) -> str:
   digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    for block in iter(lambda: f.read(1 << 20), b''):
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()

@@ -16,15 +16,15 @@ Integer path entries are nnx.List indices, i.e. torch Sequential indices.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
                   "var": "running_var", "v": "v"}  # v: EvoNorm-S0 (timm EvoNorm2dS0)

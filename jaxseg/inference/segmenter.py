@@ -14,7 +14,7 @@ else generic names ("class 0", ...) with the PASCAL VOC palette.
 
 Inference settings are `config.eval`'s fields, passed as keyword arguments of the same names
 (`preset="original"`, `mode="sliding"`, `scales=(0.5, 1.0, 2.0)`, `flip=True`, `crop_size=`,
-...; see jaxseg/train_lib/eval_presets.py). A `preset` resets the fields it fixes to their
+...; see jaxseg/inference/settings.py). A `preset` resets the fields it fixes to their
 defaults first, so it wins over the eval settings stored with a training run.
 
 Devices: a batch of N images is split over min(N, #devices) of the devices JAX has (padded to a
@@ -31,26 +31,25 @@ import os
 import pathlib
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
-from jaxseg import input_pipeline
-from jaxseg.input_pipeline import datasets
-from jaxseg.input_pipeline import defaults as data_defaults
-from jaxseg.input_pipeline import labels as labels_lib
-from jaxseg.train_lib import checkpoint as checkpoint_lib
-from jaxseg.train_lib import eval_presets
-from jaxseg.train_lib import evaluate as evaluate_lib
-from jaxseg.train_lib import inference_model
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import sliding
-from jaxseg.train_lib import video as video_lib
+from jaxseg import data as data_lib
+from jaxseg.data import datasets, peer_labels, pictures
+from jaxseg.data import defaults as data_defaults
+from jaxseg.data import labels as labels_lib
+from jaxseg.inference import model as inference_model
+from jaxseg.inference import settings as settings_lib
+from jaxseg.inference import sliding
+from jaxseg.inference import video as video_lib
+from jaxseg.runtime import checkpoint as checkpoint_lib
+from jaxseg.runtime import mesh as mesh_lib
 
 # Keyword arguments of from_checkpoint / from_pretrained that set config.eval fields.
-SETTINGS = ("preset",) + eval_presets.FIELDS
+SETTINGS = ("preset",) + settings_lib.FIELDS
 ImageLike = Any  # a path (str / os.PathLike) or an (H, W, 3) uint8 RGB array
 
 
@@ -103,8 +102,8 @@ def _set_settings(config: ml_collections.ConfigDict, settings: dict[str, Any]) -
                     f"{', '.join(SETTINGS)}")
   preset = settings.get("preset")
   if preset:
-    defaults = eval_presets.eval_defaults()
-    for name in eval_presets.PRESETS.get(preset, {}):
+    defaults = settings_lib.eval_defaults()
+    for name in settings_lib.PRESETS.get(preset, {}):
       if name not in settings:
         config.eval[name] = defaults[name]
   for name, value in settings.items():
@@ -120,7 +119,7 @@ def _set_settings(config: ml_collections.ConfigDict, settings: dict[str, Any]) -
 def config_for_checkpoint(meta: dict[str, Any], *, dataset: str | None = None
                           ) -> ml_collections.ConfigDict:
   """The config a checkpoint's `meta` describes: the run's own, else model + overrides."""
-  from jaxseg.config_base import base_config  # pylint: disable=g-import-not-at-top
+  from jaxseg.config.base import base_config  # pylint: disable=g-import-not-at-top
   config = base_config()
   if isinstance(meta.get("config"), dict):
     _merge(config, meta["config"])
@@ -147,9 +146,9 @@ def _info(config: ml_collections.ConfigDict, meta: dict[str, Any]) -> Any:
     if k <= 0:
       raise ValueError("Segmenter: the checkpoint's meta has no num_classes and no dataset: "
                        "pass dataset= (a dataset or class-table name) or config=")
-    return input_pipeline.DatasetInfo(f"{k} classes", k, tuple(f"class {i}" for i in range(k)),
-                                      labels_lib.voc_palette(k), labels_lib.IGNORE_INDEX)
-  return input_pipeline.dataset_info(config.data)
+    return data_lib.DatasetInfo(f"{k} classes", k, tuple(f"class {i}" for i in range(k)),
+                                      peer_labels.voc_palette(k), labels_lib.IGNORE_INDEX)
+  return data_lib.dataset_info(config.data)
 
 
 # ----------------------------------------------------------------------- inputs --
@@ -246,7 +245,7 @@ class Segmenter:
     `--mode predict` runs it. Fails on a model / class-count mismatch before restoring."""
     sliding.InferenceSettings.from_config(config.eval, config.data)  # bad settings fail first
     step_dir = checkpoint_lib.resolve_checkpoint(checkpoint, step)
-    info = input_pipeline.dataset_info(config.data)
+    info = data_lib.dataset_info(config.data)
     return cls._restore(config, step_dir, info, devices)
 
   @classmethod
@@ -399,7 +398,7 @@ class Segmenter:
   # -------------------------------------------------------------------- pictures --
   def colorize(self, ids: np.ndarray) -> np.ndarray:
     """(..., H, W) class ids -> (..., H, W, 3) uint8 RGB in the class palette."""
-    return evaluate_lib.colorize(np.asarray(ids), self.palette)
+    return pictures.colorize(np.asarray(ids), self.palette)
 
   def overlay(self, image: ImageLike, ids: np.ndarray | None = None, *,
               alpha: float | None = None) -> np.ndarray:
@@ -411,7 +410,7 @@ class Segmenter:
       raise ValueError(f"Segmenter.overlay: ids of shape {ids.shape} for an image of "
                        f"{rgb.shape[:2]}; expected the image's (H, W)")
     weight = float(self.config.eval.overlay_alpha if alpha is None else alpha)
-    return evaluate_lib.overlay(rgb, self.colorize(ids), weight)
+    return pictures.blend(rgb, self.colorize(ids), weight)
 
   # ---------------------------------------------------------------------- export --
   def traceable(self, output: str = "logits") -> Callable[[jax.Array], jax.Array]:

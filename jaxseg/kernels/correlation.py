@@ -29,9 +29,9 @@ displaced rows instead of storing one copy of in2 per vertical displacement.
 from __future__ import annotations
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 
 def correlation_output_size(size: int, *, pad_size: int, kernel_size: int,

@@ -6,8 +6,8 @@ pass is XLA's (the VJP of lax.conv), so training works unchanged.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
+import functools
 
 import jax
 import jax.numpy as jnp

@@ -22,6 +22,8 @@ import tempfile
 import jax
 import jaxlib
 
+from jaxseg.runtime import files
+
 _SOURCE_DIR = pathlib.Path(__file__).parent / "cpu"
 _SOURCES = ("grouped_conv.cc",)
 # Target name -> exported handler symbol.
@@ -43,11 +45,7 @@ def _cpu_signature() -> str:
 
 
 def _cache_dir() -> pathlib.Path:
-  root = os.environ.get("JAXSEG_KERNEL_CACHE")
-  if root:
-    return pathlib.Path(root)
-  return pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / \
-      "jaxseg" / "kernels"
+  return files.cache_dir("kernels", env="JAXSEG_KERNEL_CACHE")
 
 
 def _library_path(compiler: list[str]) -> pathlib.Path:

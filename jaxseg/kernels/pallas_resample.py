@@ -19,18 +19,18 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from jaxseg.kernels import pallas_triton as ptr
-# Import names, not the module: the package attribute `resample2d` is the
-# public function, which shadows the submodule of the same name.
-from jaxseg.kernels.resample2d import accumulation_dtype
-from jaxseg.kernels.resample2d import bilinear_combine
-from jaxseg.kernels.resample2d import bilinear_taps
-from jaxseg.kernels.resample2d import nearest_index
-from jaxseg.kernels.resample2d import output_dtype
+from jaxseg.kernels.resample_math import (
+  accumulation_dtype,
+  bilinear_combine,
+  bilinear_taps,
+  nearest_index,
+  output_dtype,
+)
 
 # Elements per (block, cp) tile; tuned by benchmarks/warp.py on GPU.
 DEFAULT_TILE_ELEMENTS = 4096

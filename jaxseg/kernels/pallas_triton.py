@@ -13,7 +13,7 @@ API touches one file:
   flattened (1-D) refs. The kernels clamp their offsets instead of masking, so
   the same code is valid in interpret mode, where masked scatters are not.
 * `gpu_backend()` and `lowers(...)`: whether the code being traced is for a GPU
-  (`jaxseg.platforms.target_platform`) and whether a given kernel actually
+  (`jaxseg.runtime.platforms.target_platform`) and whether a given kernel actually
   compiles there (cached), for `impl='auto'`.
 
 Triton constraint: every array inside a kernel must have a power-of-two number
@@ -27,7 +27,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import jax
 
-from jaxseg import platforms
+from jaxseg.runtime import platforms
 
 try:  # The Triton backend ships with jax, but keep CPU-only installs working.
   from jax.experimental import pallas as pl
@@ -63,7 +63,7 @@ def next_power_of_2(x: int) -> int:
 
 def gpu_backend() -> bool:
   """True when the code traced now is for a GPU (CUDA or ROCm): this host's default backend,
-  or the platform of a `jaxseg.platforms.lowering_for` block (a GPU lowering on a CPU host)."""
+  or the platform of a `jaxseg.runtime.platforms.lowering_for` block (a GPU lowering on a CPU host)."""
   return platforms.targets_gpu()
 
 
@@ -164,4 +164,4 @@ def lower_for_cuda_text(fn: Callable[..., Any], *args: Any) -> str:
   catches unsupported primitives and non-power-of-two shapes; tests use it.
   """
   _require()
-  return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+  return platforms.lower_for(jax.jit(fn), "cuda", *args).as_text()

@@ -27,83 +27,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.kernels import pallas_triton
+from jaxseg.kernels import pallas_resample, pallas_triton
+from jaxseg.kernels.resample_math import (
+  accumulation_dtype,
+  bilinear_combine,
+  bilinear_taps,
+  nearest_index,
+  output_dtype,
+  position_dtype,
+)
 
 Mode = Literal["bilinear", "nearest"]
 Impl = Literal["auto", "xla", "pallas"]
 _MODES = ("bilinear", "nearest")
 _IMPLS = ("auto", "xla", "pallas")
-
-
-# ----------------------------------------------------------------------------
-# Sampling arithmetic, shared by the XLA path and the Pallas kernels (it only
-# uses element-wise ops that the Triton lowering supports).
-# ----------------------------------------------------------------------------
-def floor_frac(v: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(floor(v), v - floor(v)); the difference is exact in floating point."""
-  f = jnp.floor(v)
-  return f, v - f
-
-
-def clamp_index(f: jax.Array, size: int) -> jax.Array:
-  """int32 index of the integral float `f`, clamped to [0, size - 1].
-
-  Clipping in float first keeps the int conversion defined for huge or
-  infinite positions (CUDA's int() of those is undefined behaviour).
-  """
-  f = jnp.clip(f, -2.0, float(size + 1))
-  return jnp.clip(f.astype(jnp.int32), 0, size - 1)
-
-
-def nearest_index(v: jax.Array, size: int) -> jax.Array:
-  """CUDA's clamp(floor(v + 0.5)), evaluated without rounding v + 0.5.
-
-  CUDA adds the double 0.5, which is exact; in float32 v + 0.5 can round up
-  (v = 0.5 - 2**-25 gives 1.0), so compare the fraction with 0.5 instead.
-  """
-  f, frac = floor_frac(v)
-  return clamp_index(jnp.where(frac >= 0.5, f + 1.0, f), size)
-
-
-def bilinear_taps(xf: jax.Array, yf: jax.Array, height: int, width: int):
-  """Corner indices and weights of bilinear sampling at (xf, yf).
-
-  Returns:
-    (xl, xr, yt, yb, alpha, beta): clamped int32 corner columns/rows and the
-    fractional offsets of the unclamped position.
-  """
-  x0, alpha = floor_frac(xf)
-  y0, beta = floor_frac(yf)
-  return (clamp_index(x0, width), clamp_index(x0 + 1.0, width),
-          clamp_index(y0, height), clamp_index(y0 + 1.0, height), alpha, beta)
-
-
-def bilinear_combine(alpha, beta, v00, v10, v01, v11):
-  """Weighted sum of the four corner values, in the CUDA kernel's order."""
-  return (((1.0 - alpha) * (1.0 - beta)) * v00 + (alpha * (1.0 - beta)) * v10
-          + ((1.0 - alpha) * beta) * v01 + (alpha * beta) * v11)
-
-
-# ----------------------------------------------------------------------------
-# Dtypes and argument checks.
-# ----------------------------------------------------------------------------
-def position_dtype(flow_dtype) -> np.dtype:
-  """dtype of xf = x + dx: float32, or wider if the flow is wider."""
-  return jnp.promote_types(flow_dtype, jnp.float32)
-
-
-def accumulation_dtype(image_dtype) -> np.dtype:
-  """dtype of the bilinear sum: float32 or the image's wider float dtype."""
-  if jnp.issubdtype(image_dtype, jnp.floating):
-    return jnp.promote_types(image_dtype, jnp.float32)
-  return np.dtype(np.float32)
-
-
-def output_dtype(image_dtype, mode: str) -> np.dtype:
-  """nearest keeps the image dtype; bilinear gives float (float32 for ints)."""
-  if mode == "nearest" or jnp.issubdtype(image_dtype, jnp.floating):
-    return np.dtype(image_dtype)
-  return np.dtype(np.float32)
 
 
 def check_args(image: jax.Array, flow: jax.Array, mode: str, impl: str) -> None:
@@ -171,13 +108,6 @@ def resample2d_xla(image: jax.Array, flow: jax.Array, *,
 # ----------------------------------------------------------------------------
 # Pallas path with custom_vjp.
 # ----------------------------------------------------------------------------
-def _pallas_module():
-  # Imported lazily: pallas_resample imports this module's arithmetic.
-  # pylint: disable-next=g-import-not-at-top
-  from jaxseg.kernels import pallas_resample
-  return pallas_resample
-
-
 def _cotangent_zeros(x: jax.Array) -> jax.Array:
   if jnp.issubdtype(x.dtype, jnp.inexact):
     return jnp.zeros(x.shape, x.dtype)
@@ -187,7 +117,7 @@ def _cotangent_zeros(x: jax.Array) -> jax.Array:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _resample2d_pallas(image: jax.Array, flow: jax.Array, mode: str,
                        interpret: bool) -> jax.Array:
-  return _pallas_module().forward(image, flow, mode=mode, interpret=interpret)
+  return pallas_resample.forward(image, flow, mode=mode, interpret=interpret)
 
 
 def _resample2d_pallas_fwd(image, flow, mode, interpret):
@@ -207,7 +137,7 @@ def _resample2d_pallas_bwd(mode, interpret, residuals, g):
   if mode == "nearest":
     d_flow = jnp.zeros_like(flow)
   else:
-    d_flow = _pallas_module().flow_grad(image, flow, g, interpret=interpret)
+    d_flow = pallas_resample.flow_grad(image, flow, g, interpret=interpret)
   return d_image, d_flow
 
 
@@ -226,7 +156,7 @@ def resample2d_pallas(image: jax.Array, flow: jax.Array, *,
     interpret: run the kernel as plain JAX ops; None = only in programs not for a GPU.
   """
   check_args(image, flow, mode, "pallas")
-  reason = _pallas_module().unsupported_reason(image, flow, mode)
+  reason = pallas_resample.unsupported_reason(image, flow, mode)
   if reason:
     raise ValueError(f"resample2d(impl='pallas'): {reason}")
   if interpret is None:
@@ -258,7 +188,7 @@ def resample2d(image: jax.Array, flow: jax.Array, *,
     return resample2d_xla(image, flow, mode=mode)
   if impl == "pallas":
     return resample2d_pallas(image, flow, mode=mode, interpret=interpret)
-  if pallas_triton.gpu_backend() and _pallas_module().usable(image, flow,
+  if pallas_triton.gpu_backend() and pallas_resample.usable(image, flow,
                                                              mode):
     return _resample2d_pallas(image, flow, mode, False)
   return resample2d_xla(image, flow, mode=mode)

@@ -10,18 +10,18 @@ convs (dilation <= 4 via space-to-batch) run as Winograd F(2x2, 3x3), 2.25x fewe
 multiplications, 1.2-1.8x faster. The results equal lax.conv_general_dilated up to
 float rounding (Winograd: ~2e-7 relative, like a change of summation order); for other
 platforms Conv2d always uses lax.conv (see `conv_algorithm`). The platform is the one the
-program is traced for (jaxseg.platforms.target_platform), not necessarily this host's.
+program is traced for (jaxseg.runtime.platforms.target_platform), not necessarily this host's.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+import math
 
 import jax
 import jax.numpy as jnp
 
-from jaxseg import platforms
 from jaxseg.kernels.native import native_kernels_available
+from jaxseg.runtime import platforms
 
 CONV_IMPLS = ("auto", "xla")
 _GEMM_TAPS_MIN_CHANNELS = 1024

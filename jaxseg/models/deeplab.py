@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from jaxseg.models.interpolate import resize_bilinear_align_corners
 from jaxseg.models.layers import Conv2d, ReLU, apply_layers, scale_width

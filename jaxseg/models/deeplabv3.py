@@ -18,13 +18,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from jaxseg.models.interpolate import resize_bilinear_half_pixel
-from jaxseg.models.layers import (Conv2d, MaxPool2d, ReLU, _he_normal_fan_out,
-                                  apply_layers, scale_width)
+from jaxseg.models.layers import (
+  Conv2d,
+  MaxPool2d,
+  ReLU,
+  _he_normal_fan_out,
+  apply_layers,
+  scale_width,
+)
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import Bottleneck
 from jaxseg.models.spec import ModelSpec

@@ -23,12 +23,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from jaxseg.models.interpolate import (resize_bilinear_align_corners,
-                                       resize_bilinear_half_pixel)
+from jaxseg.models.interpolate import resize_bilinear_align_corners, resize_bilinear_half_pixel
 from jaxseg.models.layers import Conv2d, ReLU, apply_layers, scale_width
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import BasicBlock, Bottleneck

@@ -8,22 +8,28 @@ names are chosen so that nnx state paths spell the torch state-dict keys:
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 import functools
 import math
-from collections.abc import Callable, Sequence
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from jaxseg import platforms
 from jaxseg.kernels.grouped_conv import grouped_conv_native
-from jaxseg.models.conv_algorithms import (CONV_IMPLS, conv1x1_gemm, conv_algorithm,
-                                           conv_grouped_direct, conv_grouped_gemm,
-                                           conv_strided_tap_gemms, conv_tap_gemms,
-                                           conv_winograd)
+from jaxseg.models.conv_algorithms import (
+  CONV_IMPLS,
+  conv1x1_gemm,
+  conv_algorithm,
+  conv_grouped_direct,
+  conv_grouped_gemm,
+  conv_strided_tap_gemms,
+  conv_tap_gemms,
+  conv_winograd,
+)
+from jaxseg.runtime import platforms
 
 Dtype = Any
 Precision = jax.lax.PrecisionLike

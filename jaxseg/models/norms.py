@@ -28,10 +28,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxseg.models.layers import BatchNorm, divisible_groups
 

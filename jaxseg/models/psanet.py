@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from jaxseg.models.interpolate import resize_bilinear_align_corners
 from jaxseg.models.layers import apply_layers, scale_width

@@ -14,14 +14,14 @@ belongs to the loss configuration.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
+import functools
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxseg.models.interpolate import resize_bilinear_align_corners
 from jaxseg.models.layers import Conv2d, Dropout2d, ReLU, apply_layers, scale_width

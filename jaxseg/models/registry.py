@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax.numpy as jnp
 from flax import nnx
+import jax.numpy as jnp
 
-from jaxseg.models import deeplab
-from jaxseg.models import deeplabv3, hrnet
-from jaxseg.models import pspnet, psanet
+from jaxseg.models import deeplab, deeplabv3, hrnet, psanet, pspnet
 from jaxseg.models.resnet import default_cfg
 from jaxseg.models.spec import ModelSpec
+from jaxseg.runtime import precision as precision_lib
 
 # Overrides every model accepts: they become the layer-construction cfg.
 _CFG_OVERRIDES = ("precision", "conv_impl", "norm", "norm_groups")
@@ -90,3 +89,14 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
   # Group count of norm='group' / 'evonorm_s0' (jaxseg.models.norms), read from the cfg.
   cfg["norm_groups"] = int(overrides.pop("norm_groups", 32))
   return spec.build(num_classes, cfg=cfg, rngs=rngs, **overrides)
+
+
+def from_config(config: Any, num_classes: int, *, rngs: nnx.Rngs, bn_groups: int = 1
+                ) -> nnx.Module:
+  """The model of a run's config: `config.model` (name, overrides), its precision policy's
+  compute dtype with float32 parameters, and `config.train.remat`."""
+  dtype = precision_lib.compute_dtype(config.precision)
+  overrides = dict(config.model.overrides) if config.model.get("overrides") else {}
+  return create_model(config.model.name, num_classes=num_classes, rngs=rngs, dtype=dtype,
+                      param_dtype=jnp.float32, bn_groups=bn_groups,
+                      remat=config.train.get("remat", "none"), **overrides)

@@ -15,13 +15,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from jaxseg.models.layers import (Conv2d, MaxPool2d, ReLU, _he_normal_fan_out,
-                                  apply_layers, block_output, check_remat, rematerialised,
-                                  scale_width)
+from jaxseg.models.layers import (
+  Conv2d,
+  MaxPool2d,
+  ReLU,
+  _he_normal_fan_out,
+  apply_layers,
+  block_output,
+  check_remat,
+  rematerialised,
+  scale_width,
+)
 from jaxseg.models.norms import make_norm
 
 

@@ -9,12 +9,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from jaxseg.models.layers import (Conv2d, MaxPool2d, NamedSequential, ReLU, apply_layers,
-                                  block_output, divisible_groups, rematerialised, scale_width)
+from jaxseg.models.layers import (
+  Conv2d,
+  MaxPool2d,
+  NamedSequential,
+  ReLU,
+  apply_layers,
+  block_output,
+  divisible_groups,
+  rematerialised,
+  scale_width,
+)
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import stage_schedule
 

@@ -1,8 +1,8 @@
 """What the registry knows about a model family member, besides how to build it."""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
+import dataclasses
 
 from flax import nnx
 

@@ -11,11 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 from flax import nnx
+import jax
 
-from jaxseg.models.layers import (Conv2d, Dropout2d, MaxPool2d, NamedSequential, ReLU,
-                                  block_output, rematerialised, scale_width)
+from jaxseg.models.layers import (
+  Conv2d,
+  Dropout2d,
+  MaxPool2d,
+  NamedSequential,
+  ReLU,
+  block_output,
+  rematerialised,
+  scale_width,
+)
 from jaxseg.models.norms import make_norm
 
 WRN38_STRUCTURE = (3, 3, 6, 3, 1, 1)

@@ -8,8 +8,17 @@ jaxseg model and class table; jaxseg/pretrained/hub.py holds the cache and the c
 jaxseg/pretrained/download.py the resumable download.
 """
 from jaxseg.pretrained.download import ChecksumError, DownloadError
-from jaxseg.pretrained.hub import (Entry, PretrainedError, cache_dir, checkpoint_path,
-                                   download_path, entries, fetch, get, get_entry)
+from jaxseg.pretrained.hub import (
+                                   Entry,
+                                   PretrainedError,
+                                   cache_dir,
+                                   checkpoint_path,
+                                   download_path,
+                                   entries,
+                                   fetch,
+                                   get,
+                                   get_entry,
+)
 
 __all__ = ["ChecksumError", "DownloadError", "Entry", "PretrainedError", "cache_dir",
            "checkpoint_path", "download_path", "entries", "fetch", "get", "get_entry"]

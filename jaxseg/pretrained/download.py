@@ -19,10 +19,10 @@ import http.client
 import http.cookiejar
 import os
 import re
+from typing import Callable
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Callable
 
 from tqdm import tqdm
 

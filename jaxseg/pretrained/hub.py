@@ -20,8 +20,8 @@ import shutil
 import sys
 from typing import Any, Iterator
 
-from jaxseg.pretrained import catalog
-from jaxseg.pretrained import download
+from jaxseg.pretrained import catalog, download
+from jaxseg.runtime import files
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*$")
 DOWNLOADS = ("direct", "gdrive", "manual")
@@ -92,12 +92,8 @@ def _entry(name_or_entry: str | Entry) -> Entry:
 
 
 def cache_dir() -> pathlib.Path:
-  """$JAXSEG_CACHE, else $XDG_CACHE_HOME/jaxseg, else ~/.cache/jaxseg."""
-  if os.environ.get("JAXSEG_CACHE"):
-    return pathlib.Path(os.environ["JAXSEG_CACHE"]).expanduser()
-  if os.environ.get("XDG_CACHE_HOME"):
-    return pathlib.Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "jaxseg"
-  return pathlib.Path.home() / ".cache" / "jaxseg"
+  """$JAXSEG_CACHE, else $XDG_CACHE_HOME/jaxseg, else ~/.cache/jaxseg (runtime/files.py)."""
+  return files.cache_root()
 
 
 def download_path(entry: str | Entry) -> pathlib.Path:

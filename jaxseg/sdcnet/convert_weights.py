@@ -4,7 +4,7 @@ r"""SDCNet / FlowNet2 weights: building the models, loading .pth or orbax, conve
       --flownet2 FlowNet2_checkpoint.pth.tar --out /ckpt/sdcnet_cityscapes
   # writes /ckpt/sdcnet_cityscapes/sdcnet/0 and /ckpt/sdcnet_cityscapes/flownet2/0
 
-Checkpoint layout (jaxseg.train_lib.checkpoint: a step directory with `model` + `meta` items):
+Checkpoint layout (jaxseg.runtime.checkpoint: a step directory with `model` + `meta` items):
   * SDCNet: `params` = SDCNet's own parameters, flat '/'-joined NNX paths
     ('conv1/layers/0/kernel', ...), without FlowNet2 (as the original's save_model, which drops
     the frozen 'flownet2.' tensors); `batch_stats` = the three buffers 'flow_mean', 'flow_std'
@@ -27,23 +27,23 @@ import os
 import pathlib
 from typing import Any, Mapping
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxseg.convert import pth_reader
+from jaxseg.runtime import checkpoint as ckpt_lib
+from jaxseg.runtime import variables
 from jaxseg.sdcnet import sdcnet as sdcnet_lib
 from jaxseg.sdcnet import torch_names
 from jaxseg.sdcnet.flownet2 import FlowNet2
-from jaxseg.train_lib import checkpoint as ckpt_lib
-from jaxseg.train_lib import variables
 
-MODELS = {'SDCNet2D': sdcnet_lib.SDCNet2D, 'SDCNet2DRecon': sdcnet_lib.SDCNet2DRecon}
-FLOWNET2 = 'FlowNet2'
-_BUFFER_VALUES = {'flow_mean': sdcnet_lib.FLOW_MEAN, 'flow_std': sdcnet_lib.FLOW_STD,
-                  'rgb_mean': sdcnet_lib.RGB_MEAN}
-_FLOWNET_PREFIX = 'flownet2/'
+MODELS = {"SDCNet2D": sdcnet_lib.SDCNet2D, "SDCNet2DRecon": sdcnet_lib.SDCNet2DRecon}
+FLOWNET2 = "FlowNet2"
+_BUFFER_VALUES = {"flow_mean": sdcnet_lib.FLOW_MEAN, "flow_std": sdcnet_lib.FLOW_STD,
+                  "rgb_mean": sdcnet_lib.RGB_MEAN}
+_FLOWNET_PREFIX = "flownet2/"
 
 FlatVars = dict[str, Any]
 
@@ -80,15 +80,15 @@ def own_variables(model: nnx.Module) -> tuple[FlatVars, FlatVars]:
 def _check_keys(want: Mapping[str, Any], have: Mapping[str, Any], what: str, where: str) -> None:
   problems = ckpt_lib.layout_problems(want, have)
   if problems:
-    raise ValueError(f'{where}: {what} do not fit the model: ' + '; '.join(problems))
+    raise ValueError(f"{where}: {what} do not fit the model: " + "; ".join(problems))
 
 
 def set_own_variables(model: nnx.Module, params: Mapping[str, Any],
-                      buffers: Mapping[str, Any], *, where: str = 'SDCNet') -> None:
+                      buffers: Mapping[str, Any], *, where: str = "SDCNet") -> None:
   """Writes flat own params and buffers into `model` (abstract or concrete) in place."""
   want_params, want_buffers = own_variables(model)
-  _check_keys(want_params, params, 'params', where)
-  _check_keys(want_buffers, buffers, 'buffers (batch_stats)', where)
+  _check_keys(want_params, params, "params", where)
+  _check_keys(want_buffers, buffers, "buffers (batch_stats)", where)
   flat = {variables.path_key(p): v for p, v in nnx.iter_graph(model)
           if isinstance(v, nnx.Variable)}
   for key, value in list(params.items()) + list(buffers.items()):
@@ -103,7 +103,7 @@ def _abstract_parts(name: str, sequence_length: int, rgb_max: float) -> tuple[An
                                               rngs=nnx.Rngs(0))))
 
 
-def abstract_sdcnet(name: str = 'SDCNet2DRecon', *, sequence_length: int = 2,
+def abstract_sdcnet(name: str = "SDCNet2DRecon", *, sequence_length: int = 2,
                     rgb_max: float = 255.0) -> nnx.Module:
   """A fresh SDCNet `name` with ShapeDtypeStruct values (no memory, no initialisation).
 
@@ -111,7 +111,7 @@ def abstract_sdcnet(name: str = 'SDCNet2DRecon', *, sequence_length: int = 2,
   each call returns an independent copy.
   """
   if name not in MODELS:
-    raise ValueError(f'sdcnet.model={name!r}; expected one of {sorted(MODELS)}')
+    raise ValueError(f"sdcnet.model={name!r}; expected one of {sorted(MODELS)}")
   graphdef, state = _abstract_parts(name, int(sequence_length), float(rgb_max))
   return nnx.merge(graphdef, state, copy=True)
 
@@ -125,18 +125,18 @@ def torch_like_init(model: nnx.Module, seed: int) -> tuple[FlatVars, FlatVars]:
   with fan_in = out_channels * kh * kw (torch's fan-in of a (in, out, kh, kw) weight).
   """
   rng = np.random.default_rng(seed)
-  transposed = {variables.path_key(p) + '/' for p, node in nnx.iter_graph(model)
+  transposed = {variables.path_key(p) + "/" for p, node in nnx.iter_graph(model)
                 if isinstance(node, nnx.ConvTranspose)}
   shapes, _ = own_variables(model)
   params = {}
   for key in sorted(shapes):
     shape = tuple(shapes[key].shape)
-    layer = key.rsplit('/', 1)[0] + '/'
+    layer = key.rsplit("/", 1)[0] + "/"
     if layer in transposed:
-      kh, kw, out_ch, _ = shapes[layer + 'kernel'].shape  # (kh, kw, out, in), see flownet_parts
+      kh, kw, out_ch, _ = shapes[layer + "kernel"].shape  # (kh, kw, out, in), see flownet_parts
       bound = 1.0 / np.sqrt(out_ch * kh * kw)
       value = rng.uniform(-bound, bound, shape)
-    elif key.endswith('/kernel'):
+    elif key.endswith("/kernel"):
       kh, kw, in_ch, out_ch = shape
       bound = np.sqrt(6.0 / ((in_ch + out_ch) * kh * kw))
       value = rng.uniform(-bound, bound, shape)
@@ -155,24 +155,24 @@ def load_sdcnet_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str,
   """Loads SDCNet's own weights from a torch file or an orbax checkpoint; returns metadata."""
   path = os.fspath(path)
   if not os.path.exists(path):
-    raise FileNotFoundError(f'sdcnet.checkpoint not found: {path} (expected a .pth(.tar) file '
-                            'or an orbax checkpoint directory)')
+    raise FileNotFoundError(f"sdcnet.checkpoint not found: {path} (expected a .pth(.tar) file "
+                            "or an orbax checkpoint directory)")
   if is_torch_file(path):
     report = torch_names.load_sdcnet_state_dict(model, pth_reader.load_pth(path), strict=True)
-    return {'model': type(model).__name__, 'source': path, 'loaded': len(report.loaded)}
+    return {"model": type(model).__name__, "source": path, "loaded": len(report.loaded)}
   step_dir = ckpt_lib.resolve_checkpoint(path)
   meta = ckpt_lib.read_meta(step_dir)
   name = type(model).__name__
-  if meta.get('model') and meta['model'] != name:
+  if meta.get("model") and meta["model"] != name:
     raise ValueError(f'checkpoint {step_dir} holds {meta["model"]!r}, but sdcnet.model={name!r}')
-  if meta.get('sequence_length') and int(meta['sequence_length']) + (
-      name == 'SDCNet2DRecon') != model.sequence_length:
+  if meta.get("sequence_length") and int(meta["sequence_length"]) + (
+      name == "SDCNet2DRecon") != model.sequence_length:
     raise ValueError(f'checkpoint {step_dir} was saved with sequence_length='
                      f'{meta["sequence_length"]}; the model has {model.sequence_length}')
   params, buffers = own_variables(model)
-  restored = ckpt_lib.restore_model_item(step_dir, {'params': params, 'batch_stats': buffers})
-  set_own_variables(model, restored['params'], restored['batch_stats'],
-                    where=f'checkpoint {step_dir}')
+  restored = ckpt_lib.restore_model_item(step_dir, {"params": params, "batch_stats": buffers})
+  set_own_variables(model, restored["params"], restored["batch_stats"],
+                    where=f"checkpoint {step_dir}")
   return dict(meta, source=str(step_dir))
 
 
@@ -180,19 +180,19 @@ def load_flownet2_weights(flownet2: nnx.Module, path: str | os.PathLike) -> dict
   """Loads FlowNet2 weights (abstract or concrete module) from a torch file or orbax."""
   path = os.fspath(path)
   if not os.path.exists(path):
-    raise FileNotFoundError(f'flow.flownet2_checkpoint not found: {path} (expected '
-                            'FlowNet2_checkpoint.pth.tar or a converted orbax directory)')
+    raise FileNotFoundError(f"flow.flownet2_checkpoint not found: {path} (expected "
+                            "FlowNet2_checkpoint.pth.tar or a converted orbax directory)")
   if is_torch_file(path):
     report = torch_names.load_flownet2_state_dict(flownet2, pth_reader.load_pth(path),
                                                   strict=True)
-    return {'model': FLOWNET2, 'source': path, 'loaded': len(report.loaded)}
+    return {"model": FLOWNET2, "source": path, "loaded": len(report.loaded)}
   step_dir = ckpt_lib.resolve_checkpoint(path)
   meta = ckpt_lib.read_meta(step_dir)
-  if meta.get('model') and meta['model'] != FLOWNET2:
+  if meta.get("model") and meta["model"] != FLOWNET2:
     raise ValueError(f'checkpoint {step_dir} holds {meta["model"]!r}, not {FLOWNET2}')
   params, stats = variables.model_variables(flownet2)
-  restored = ckpt_lib.restore_model_item(step_dir, {'params': params, 'batch_stats': stats})
-  variables.update_model(flownet2, restored['params'], restored['batch_stats'])
+  restored = ckpt_lib.restore_model_item(step_dir, {"params": params, "batch_stats": stats})
+  variables.update_model(flownet2, restored["params"], restored["batch_stats"])
   return dict(meta, source=str(step_dir))
 
 
@@ -230,7 +230,7 @@ class SDCNetBundle:
 
   def flownet_state(self) -> nnx.State:
     if self.flownet2 is None:
-      raise ValueError('FlowNet2 weights were not loaded: set flow.flownet2_checkpoint, or use '
+      raise ValueError("FlowNet2 weights were not loaded: set flow.flownet2_checkpoint, or use "
                        "flow.source='dis'")
     return nnx.state(self.flownet2)
 
@@ -238,7 +238,7 @@ class SDCNetBundle:
             flownet_state: nnx.State | None = None) -> nnx.Module:
     fl = self.flownet_shapes
     if flownet_state is not None:
-      fl = nnx.State({'flownet2': flownet_state})
+      fl = nnx.State({"flownet2": flownet_state})
     return nnx.merge(self.graphdef, _state(self.param_paths, params, nnx.Param),
                      _state(self.buffer_paths, buffers, sdcnet_lib.Buffer), fl)
 
@@ -248,8 +248,8 @@ class SDCNetBundle:
     return self.sequence_length + 1
 
 
-def build_sdcnet(name: str = 'SDCNet2DRecon', *, sequence_length: int = 2,
-                 rgb_max: float = 255.0, checkpoint: str = '', flownet2_checkpoint: str = '',
+def build_sdcnet(name: str = "SDCNet2DRecon", *, sequence_length: int = 2,
+                 rgb_max: float = 255.0, checkpoint: str = "", flownet2_checkpoint: str = "",
                  random_init: bool = False, seed: int = 0) -> SDCNetBundle:
   """An SDCNet from its weights (or a torch-like random init) and optionally FlowNet2's.
 
@@ -260,10 +260,10 @@ def build_sdcnet(name: str = 'SDCNet2DRecon', *, sequence_length: int = 2,
   if checkpoint:
     load_sdcnet_weights(model, checkpoint)
   elif random_init:
-    set_own_variables(model, *torch_like_init(model, seed), where='random init')
+    set_own_variables(model, *torch_like_init(model, seed), where="random init")
   else:
-    raise ValueError('sdcnet.checkpoint is empty: give a converted or trained SDCNet checkpoint '
-                     '(or sdc_cityscapes_vrec.pth.tar), or set sdcnet.random_init=True')
+    raise ValueError("sdcnet.checkpoint is empty: give a converted or trained SDCNet checkpoint "
+                     "(or sdc_cityscapes_vrec.pth.tar), or set sdcnet.random_init=True")
   flownet2 = None
   if flownet2_checkpoint:
     load_flownet2_weights(model.flownet2, flownet2_checkpoint)
@@ -294,7 +294,7 @@ def _flat_module(params: Mapping[str, Any], batch_stats: Mapping[str, Any]) -> n
   for cls, flat in ((nnx.Param, params), (nnx.BatchStat, batch_stats)):
     for key, value in flat.items():
       node = root
-      *parents, leaf = key.split('/')
+      *parents, leaf = key.split("/")
       for part in parents:
         if not hasattr(node, part):
           setattr(node, part, _Node())
@@ -307,51 +307,51 @@ def save_sdcnet_checkpoint(directory: str | os.PathLike, bundle: SDCNetBundle, *
                            metadata: Mapping[str, Any] | None = None, step: int = 0
                            ) -> pathlib.Path:
   """Writes SDCNet's own params + buffers as a model checkpoint (see module docstring)."""
-  meta = {'model': bundle.name, 'sequence_length': bundle.sequence_length,
-          'rgb_max': bundle.rgb_max, 'layout': 'params: own (no flownet2/); batch_stats: buffers'}
+  meta = {"model": bundle.name, "sequence_length": bundle.sequence_length,
+          "rgb_max": bundle.rgb_max, "layout": "params: own (no flownet2/); batch_stats: buffers"}
   meta.update(metadata or {})
   return ckpt_lib.save_model_checkpoint(directory, _flat_module(bundle.params, bundle.buffers),
                                         metadata=meta, step=step)
 
 
-def convert(*, sdcnet: str = '', flownet2: str = '', out: str, model: str = 'SDCNet2DRecon',
+def convert(*, sdcnet: str = "", flownet2: str = "", out: str, model: str = "SDCNet2DRecon",
             sequence_length: int = 2, rgb_max: float = 255.0) -> dict[str, str]:
   """Converts the original .pth(.tar) files to orbax: OUT/sdcnet/0 and OUT/flownet2/0."""
   if not (sdcnet or flownet2):
-    raise ValueError('convert: give --sdcnet and/or --flownet2')
+    raise ValueError("convert: give --sdcnet and/or --flownet2")
   written = {}
   if sdcnet:
     if not is_torch_file(sdcnet):
-      raise FileNotFoundError(f'--sdcnet {sdcnet}: not a file (expected a torch .pth(.tar))')
+      raise FileNotFoundError(f"--sdcnet {sdcnet}: not a file (expected a torch .pth(.tar))")
     bundle = build_sdcnet(model, sequence_length=sequence_length, rgb_max=rgb_max,
                           checkpoint=sdcnet)
-    written['sdcnet'] = str(save_sdcnet_checkpoint(os.path.join(out, 'sdcnet'), bundle,
-                                                   metadata={'source': os.fspath(sdcnet)}))
+    written["sdcnet"] = str(save_sdcnet_checkpoint(os.path.join(out, "sdcnet"), bundle,
+                                                   metadata={"source": os.fspath(sdcnet)}))
   if flownet2:
     if not is_torch_file(flownet2):
-      raise FileNotFoundError(f'--flownet2 {flownet2}: not a file (expected a torch .pth(.tar))')
+      raise FileNotFoundError(f"--flownet2 {flownet2}: not a file (expected a torch .pth(.tar))")
     net = nnx.eval_shape(lambda: FlowNet2(rgb_max=rgb_max, rngs=nnx.Rngs(0)))
     load_flownet2_weights(net, flownet2)
-    written['flownet2'] = str(ckpt_lib.save_model_checkpoint(
-        os.path.join(out, 'flownet2'), net,
-        metadata={'model': FLOWNET2, 'rgb_max': rgb_max, 'source': os.fspath(flownet2)}))
+    written["flownet2"] = str(ckpt_lib.save_model_checkpoint(
+        os.path.join(out, "flownet2"), net,
+        metadata={"model": FLOWNET2, "rgb_max": rgb_max, "source": os.fspath(flownet2)}))
   return written
 
 
 def main(argv: list[str] | None = None) -> None:
-  p = argparse.ArgumentParser(description='Convert SDCNet / FlowNet2 .pth(.tar) to orbax.')
-  p.add_argument('--sdcnet', default='', help='e.g. sdc_cityscapes_vrec.pth.tar')
-  p.add_argument('--flownet2', default='', help='e.g. FlowNet2_checkpoint.pth.tar')
-  p.add_argument('--out', required=True, help='output directory')
-  p.add_argument('--model', default='SDCNet2DRecon', choices=sorted(MODELS))
-  p.add_argument('--sequence_length', type=int, default=2)
-  p.add_argument('--rgb_max', type=float, default=255.0)
+  p = argparse.ArgumentParser(description="Convert SDCNet / FlowNet2 .pth(.tar) to orbax.")
+  p.add_argument("--sdcnet", default="", help="e.g. sdc_cityscapes_vrec.pth.tar")
+  p.add_argument("--flownet2", default="", help="e.g. FlowNet2_checkpoint.pth.tar")
+  p.add_argument("--out", required=True, help="output directory")
+  p.add_argument("--model", default="SDCNet2DRecon", choices=sorted(MODELS))
+  p.add_argument("--sequence_length", type=int, default=2)
+  p.add_argument("--rgb_max", type=float, default=255.0)
   args = p.parse_args(argv)
   for kind, path in convert(sdcnet=args.sdcnet, flownet2=args.flownet2, out=args.out,
                             model=args.model, sequence_length=args.sequence_length,
                             rgb_max=args.rgb_max).items():
-    print(f'{kind}: {path}')
+    print(f"{kind}: {path}")
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   main()

@@ -20,17 +20,17 @@ import threading
 from typing import Protocol, Sequence
 
 import cv2
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 DIS_PRESETS = {
-    'ultrafast': cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    'fast': cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    'medium': cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
-FLOW_SOURCES = ('flownet2', 'dis')
+FLOW_SOURCES = ("flownet2", "dis")
 
 ArrayLike = np.ndarray | jax.Array
 
@@ -56,25 +56,25 @@ class DISFlow:
   FlowNet2's convention with I0 = first, I1 = second. A cv2 DIS object must not be used by two
   threads at once (it corrupts the flow or crashes), so each thread gets its own.
   """
-  name = 'dis'
+  name = "dis"
   needs_multiple_of_64 = False
 
-  def __init__(self, preset: str = 'medium'):
+  def __init__(self, preset: str = "medium"):
     if preset not in DIS_PRESETS:
-      raise ValueError(f'flow.dis_preset={preset!r}; expected one of {sorted(DIS_PRESETS)}')
+      raise ValueError(f"flow.dis_preset={preset!r}; expected one of {sorted(DIS_PRESETS)}")
     self.preset = preset
     self._local = threading.local()
 
   def _dis(self) -> cv2.DISOpticalFlow:
-    if not hasattr(self._local, 'dis'):
+    if not hasattr(self._local, "dis"):
       self._local.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
     return self._local.dis
 
   def __call__(self, first: ArrayLike, second: ArrayLike) -> np.ndarray:
     first, second = np.asarray(first), np.asarray(second)
     if first.shape != second.shape or first.ndim != 4 or first.shape[-1] != 3:
-      raise ValueError(f'DISFlow: expected two (N, H, W, 3) frame batches of one shape, got '
-                       f'{first.shape} and {second.shape}')
+      raise ValueError(f"DISFlow: expected two (N, H, W, 3) frame batches of one shape, got "
+                       f"{first.shape} and {second.shape}")
     out = np.empty(first.shape[:3] + (2,), np.float32)
     dis = self._dis()
     for i in range(first.shape[0]):
@@ -84,7 +84,7 @@ class DISFlow:
 
 class FlowNet2Flow:
   """A loaded FlowNet2 module as a provider (one jitted call per batch)."""
-  name = 'flownet2'
+  name = "flownet2"
   needs_multiple_of_64 = True
 
   def __init__(self, flownet2: nnx.Module):
@@ -108,7 +108,7 @@ def pair_flows(provider: FlowProvider, frames: Sequence[ArrayLike]) -> list[Arra
   All pairs go through the provider as one batch, as SDCNet2D.interframe_optical_flow does.
   """
   if len(frames) < 2:
-    raise ValueError(f'pair_flows: need at least two frames, got {len(frames)}')
+    raise ValueError(f"pair_flows: need at least two frames, got {len(frames)}")
   xp = jnp if isinstance(frames[0], jax.Array) else np
   firsts = xp.concatenate(list(frames[1:]), axis=0)
   seconds = xp.concatenate(list(frames[:-1]), axis=0)
@@ -118,14 +118,14 @@ def pair_flows(provider: FlowProvider, frames: Sequence[ArrayLike]) -> list[Arra
 
 
 def make_flow_provider(source: str, *, flownet2: nnx.Module | None = None,
-                       dis_preset: str = 'medium') -> FlowProvider:
+                       dis_preset: str = "medium") -> FlowProvider:
   """`flow.source` -> provider: 'flownet2' (needs the loaded module) or 'dis'."""
-  if source == 'dis':
+  if source == "dis":
     return DISFlow(dis_preset)
-  if source == 'flownet2':
+  if source == "flownet2":
     if flownet2 is None:
       raise ValueError("flow.source='flownet2' needs flow.flownet2_checkpoint (the original "
                        "FlowNet2_checkpoint.pth.tar or its converted orbax directory); without "
                        "FlowNet2 weights use flow.source='dis'")
     return FlowNet2Flow(flownet2)
-  raise ValueError(f'flow.source={source!r}; expected one of {FLOW_SOURCES}')
+  raise ValueError(f"flow.source={source!r}; expected one of {FLOW_SOURCES}")

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxseg import kernels
 from jaxseg.sdcnet.flownet_parts import FlowNetC, FlowNetFusion, FlowNetS, FlowNetSD
@@ -27,9 +27,9 @@ def check_size(height: int, width: int, *, where: str) -> None:
   """Raises ValueError unless H and W are positive multiples of 64 (what the nets require)."""
   if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
     raise ValueError(
-        f'{where}: input height and width must be positive multiples of {SIZE_MULTIPLE} '
-        f'(six stride-2 stages followed by skip concatenations), got {height}x{width}; '
-        f'pad or resize the frames first.')
+        f"{where}: input height and width must be positive multiples of {SIZE_MULTIPLE} "
+        f"(six stride-2 stages followed by skip concatenations), got {height}x{width}; "
+        f"pad or resize the frames first.")
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,7 +98,7 @@ class FlowNet2(nnx.Module):
 
   def _warp_error(self, x: jax.Array, flow: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(second warped onto first, channel norm of first - warped)."""
-    warped = kernels.resample2d(x[..., 3:], flow, mode='bilinear')
+    warped = kernels.resample2d(x[..., 3:], flow, mode="bilinear")
     return warped, kernels.channel_norm(x[..., :3] - warped)
 
   def forward_with_intermediates(self, first: jax.Array,
@@ -109,9 +109,9 @@ class FlowNet2(nnx.Module):
     `flownetsd_flow2` (pixels * div_flow).
     """
     if first.shape != second.shape or first.ndim != 4:
-      raise ValueError(f'FlowNet2: expected two (N, H, W, 3) frames of one shape, got '
-                       f'{first.shape} and {second.shape}')
-    check_size(first.shape[1], first.shape[2], where='FlowNet2')
+      raise ValueError(f"FlowNet2: expected two (N, H, W, 3) frames of one shape, got "
+                       f"{first.shape} and {second.shape}")
+    check_size(first.shape[1], first.shape[2], where="FlowNet2")
     x = self.normalize(first, second)
     div = self.div_flow
 

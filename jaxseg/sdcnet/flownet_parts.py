@@ -12,9 +12,9 @@ transpose, `(kh, kw, out, in)`, and are applied with `transpose_kernel=True` (se
 """
 from __future__ import annotations
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from jaxseg import kernels
 
@@ -115,8 +115,8 @@ class _FlowNetDecoder(nnx.Module):
 
   def _predict(self, level: int, concat: jax.Array) -> jax.Array:
     if self.has_inter_conv:
-      concat = getattr(self, f'inter_conv{level}')(concat)
-    return getattr(self, f'predict_flow{level}')(concat)
+      concat = getattr(self, f"inter_conv{level}")(concat)
+    return getattr(self, f"predict_flow{level}")(concat)
 
   def _decode(self, conv6: jax.Array, conv5: jax.Array, conv4: jax.Array, conv3: jax.Array,
               conv2: jax.Array) -> jax.Array:

@@ -35,20 +35,19 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxseg.input_pipeline.datasets import base
-from jaxseg.input_pipeline.datasets import cityscapes
+from jaxseg.data.datasets import base, cityscapes
 from jaxseg.sdcnet import convert_weights, flow_providers, warp_step
 
-IMAGE_SUFFIX = '_leftImg8bit.png'
+IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = cityscapes.FINE_LABEL_SUFFIX
-SEQUENCE_LAYOUT = ('  <sequence_root>/leftImg8bit_sequence/<split>/<city>/'
-                   '<city>_<seq>_<frame>_leftImg8bit.png|.jpg')
+SEQUENCE_LAYOUT = ("  <sequence_root>/leftImg8bit_sequence/<split>/<city>/"
+                   "<city>_<seq>_<frame>_leftImg8bit.png|.jpg")
 
 
 def offset_key(key: str, offset: int) -> str:
   """'aachen_000000_000019', 2 -> 'aachen_000000_000021' (frames may be negative: no file)."""
-  city, seq, frame = key.rsplit('_', 2)
-  return f'{city}_{seq}_{int(frame) + offset:06d}'
+  city, seq, frame = key.rsplit("_", 2)
+  return f"{city}_{seq}_{int(frame) + offset:06d}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +61,7 @@ class Anchor:
 
   @property
   def sequence(self) -> str:
-    return self.key.rsplit('_', 1)[0]
+    return self.key.rsplit("_", 1)[0]
 
 
 def find_anchors(root: str, splits: Sequence[str]) -> list[Anchor]:
@@ -70,18 +69,18 @@ def find_anchors(root: str, splits: Sequence[str]) -> list[Anchor]:
   img_dir, gt_dir = cityscapes.find_fine_dirs(root)
   anchors = []
   for split in splits:
-    split_dir = base.require_dir(os.path.join(img_dir, split), f'Cityscapes {split!r} split',
+    split_dir = base.require_dir(os.path.join(img_dir, split), f"Cityscapes {split!r} split",
                                  cityscapes.LAYOUT)
     for city in base.list_subdirs(split_dir):
       for name in base.list_files(os.path.join(split_dir, city), cityscapes.IMAGE_SUFFIXES):
         key = cityscapes.image_key(name)
         label = os.path.join(gt_dir, split, city, key + LABEL_SUFFIX)
         if not os.path.isfile(label):
-          raise FileNotFoundError(f'annotated frame {os.path.join(split_dir, city, name)} has '
-                                  f'no label {label}')
+          raise FileNotFoundError(f"annotated frame {os.path.join(split_dir, city, name)} has "
+                                  f"no label {label}")
         anchors.append(Anchor(split, city, key, os.path.join(split_dir, city, name), label))
   if not anchors:
-    raise FileNotFoundError(f'no annotated frames for splits {list(splits)} under {img_dir}')
+    raise FileNotFoundError(f"no annotated frames for splits {list(splits)} under {img_dir}")
   return anchors
 
 
@@ -103,8 +102,8 @@ class Layout:
   """Where inputs are read and outputs written."""
 
   def __init__(self, sequence_root: str, output: str):
-    self.sequence_dir = os.path.join(sequence_root, 'leftImg8bit_sequence')
-    base.require_dir(self.sequence_dir, 'Cityscapes sequence folder', SEQUENCE_LAYOUT)
+    self.sequence_dir = os.path.join(sequence_root, "leftImg8bit_sequence")
+    base.require_dir(self.sequence_dir, "Cityscapes sequence folder", SEQUENCE_LAYOUT)
     self.output = output
 
   def frame(self, anchor: Anchor, offset: int) -> str | None:
@@ -118,9 +117,9 @@ class Layout:
 
   def outputs(self, anchor: Anchor, offset: int) -> tuple[str, str]:
     key = offset_key(anchor.key, offset)
-    return (os.path.join(self.output, 'leftImg8bit', anchor.split, anchor.city,
+    return (os.path.join(self.output, "leftImg8bit", anchor.split, anchor.city,
                          key + IMAGE_SUFFIX),
-            os.path.join(self.output, 'gtFine', anchor.split, anchor.city, key + LABEL_SUFFIX))
+            os.path.join(self.output, "gtFine", anchor.split, anchor.city, key + LABEL_SUFFIX))
 
   def done(self, chain: Chain, n: int) -> bool:
     return all(os.path.isfile(p) for p in self.outputs(chain.anchor, chain.direction * n))
@@ -131,7 +130,7 @@ def required_offsets(steps: int, direction: int, method: str, first_frame: str) 
   need = set()
   for n in range(1, steps + 1):
     offs = warp_step.step_offsets(n, direction, first_frame)
-    if method == 'flow':
+    if method == "flow":
       offs = offs[1:]
     need.update(o for i, o in enumerate(offs) if not (n == 1 and o == 0))
   return need
@@ -153,14 +152,14 @@ class Reader:
     if path not in self._cache:
       x = cv2.imread(path, cv2.IMREAD_COLOR)
       if x is None:
-        raise ValueError(f'cannot decode image {path}')
+        raise ValueError(f"cannot decode image {path}")
       self._cache[path] = self._resize(x, cv2.INTER_AREA)
     return self._cache[path]
 
   def label(self, path: str) -> np.ndarray:
     x = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if x is None or x.ndim != 2:
-      raise ValueError(f'cannot decode label {path} as a one-channel labelIds PNG')
+      raise ValueError(f"cannot decode label {path} as a one-channel labelIds PNG")
     return self._resize(x, cv2.INTER_NEAREST)
 
   def clear(self) -> None:
@@ -170,9 +169,9 @@ class Reader:
 def write_png(path: str, array: np.ndarray) -> None:
   """cv2.imwrite under a temporary name, then an atomic rename."""
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f'{path}.part{os.getpid()}.png'
+  tmp = f"{path}.part{os.getpid()}.png"
   if not cv2.imwrite(tmp, array):
-    raise OSError(f'cv2.imwrite failed for {tmp}')
+    raise OSError(f"cv2.imwrite failed for {tmp}")
   os.replace(tmp, path)
 
 
@@ -180,14 +179,14 @@ def _copy_anchor(anchor: Anchor, layout: Layout, reader: Reader) -> int:
   image_out, label_out = layout.outputs(anchor, 0)
   if os.path.isfile(image_out) and os.path.isfile(label_out):
     return 0
-  if any(reader.size) or not anchor.image.endswith('.png'):
+  if any(reader.size) or not anchor.image.endswith(".png"):
     write_png(image_out, reader.image(anchor.image))
     write_png(label_out, reader.label(anchor.label))
   else:  # byte copies, as sdc_aug.py's shutil.copyfile
     for src, dst in ((anchor.image, image_out), (anchor.label, label_out)):
       os.makedirs(os.path.dirname(dst), exist_ok=True)
-      shutil.copyfile(src, dst + '.part')
-      os.replace(dst + '.part', dst)
+      shutil.copyfile(src, dst + ".part")
+      os.replace(dst + ".part", dst)
   return 1
 
 
@@ -213,7 +212,7 @@ def _run_batch(chains: Sequence[Chain], step: warp_step.Propagator, layout: Layo
       for slot, o in enumerate(warp_step.step_offsets(n, c.direction, first_frame)):
         if n == 1 and o == 0:
           frames[slot].append(reader.image(c.anchor.image))
-        elif step.method == 'flow' and slot == 0:
+        elif step.method == "flow" and slot == 0:
           frames[slot].append(state[i][0])  # unused by the flow-only method
         else:
           frames[slot].append(reader.image(layout.frame(c.anchor, o)))
@@ -234,8 +233,8 @@ def _run_batch(chains: Sequence[Chain], step: warp_step.Propagator, layout: Layo
 
 
 def _splits(value: str) -> list[str]:
-  splits = [s.strip() for s in str(value).split(',') if s.strip()]
-  if not splits or any(s not in ('train', 'val', 'test') for s in splits):
+  splits = [s.strip() for s in str(value).split(",") if s.strip()]
+  if not splits or any(s not in ("train", "val", "test") for s in splits):
     raise ValueError(f"propagate.splits={value!r}; expected a comma list of train, val, test")
   return splits
 
@@ -244,15 +243,15 @@ def build_propagator(config: ml_collections.ConfigDict) -> warp_step.Propagator:
   """The step function of `config`: method, flow source, SDCNet and FlowNet2 weights."""
   method, source = config.propagate.method, config.flow.source
   if method not in warp_step.METHODS:
-    raise ValueError(f'propagate.method={method!r}; expected one of {warp_step.METHODS}')
+    raise ValueError(f"propagate.method={method!r}; expected one of {warp_step.METHODS}")
   if source not in flow_providers.FLOW_SOURCES:
-    raise ValueError(f'flow.source={source!r}; expected one of {flow_providers.FLOW_SOURCES}')
+    raise ValueError(f"flow.source={source!r}; expected one of {flow_providers.FLOW_SOURCES}")
   bundle = None
-  flownet2_path = config.flow.flownet2_checkpoint if source == 'flownet2' else ''
-  if source == 'flownet2' and not flownet2_path:
+  flownet2_path = config.flow.flownet2_checkpoint if source == "flownet2" else ""
+  if source == "flownet2" and not flownet2_path:
     raise ValueError("flow.source='flownet2' needs flow.flownet2_checkpoint; without FlowNet2 "
                      "weights set flow.source='dis'")
-  if method == 'sdcnet':
+  if method == "sdcnet":
     bundle = convert_weights.build_sdcnet(
         config.sdcnet.model, sequence_length=config.sdcnet.sequence_length,
         rgb_max=config.sdcnet.rgb_max, checkpoint=config.sdcnet.checkpoint,
@@ -275,16 +274,16 @@ def run_propagation(config: ml_collections.ConfigDict, workdir: str, *,
   """Propagates this process's share of the annotated frames; returns a summary dict."""
   cfg = config.propagate
   if not config.data.root:
-    raise ValueError('data.root is empty; set it to the Cityscapes folder containing '
-                     'leftImg8bit/, gtFine/ and leftImg8bit_sequence/')
+    raise ValueError("data.root is empty; set it to the Cityscapes folder containing "
+                     "leftImg8bit/, gtFine/ and leftImg8bit_sequence/")
   steps, batch_size = int(cfg.steps), int(cfg.batch_size)
   if steps < 1 or batch_size < 1:
-    raise ValueError(f'propagate.steps={steps} and propagate.batch_size={batch_size} must be >= 1')
-  if cfg.on_missing not in ('error', 'skip'):
+    raise ValueError(f"propagate.steps={steps} and propagate.batch_size={batch_size} must be >= 1")
+  if cfg.on_missing not in ("error", "skip"):
     raise ValueError(f"propagate.on_missing={cfg.on_missing!r}; expected 'error' or 'skip'")
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
-  output = cfg.output or os.path.join(workdir, 'sdc_aug')
+  output = cfg.output or os.path.join(workdir, "sdc_aug")
   layout = Layout(config.data.sequence_root or config.data.root, output)
   reader = Reader(tuple(config.data.image_size))
   anchors = shard_anchors(find_anchors(config.data.root, _splits(cfg.splits)), index, count)
@@ -298,15 +297,15 @@ def run_propagation(config: ml_collections.ConfigDict, workdir: str, *,
         missing.append((a, d, absent))
       else:
         chains.append(Chain(a, d))
-  if missing and cfg.on_missing == 'error':
+  if missing and cfg.on_missing == "error":
     lines = [f'  {a.split}/{a.city}/{a.key} ({"+" if d > 0 else "-"}): {", ".join(k[:3])}'
              for a, d, k in missing[:5]]
     raise FileNotFoundError(
-        f'{len(missing)} propagation chains lack video frames under {layout.sequence_dir} '
-        f'(frames needed: t-{steps}..t+{steps} and the +-1 context), e.g.\n' + '\n'.join(lines)
+        f"{len(missing)} propagation chains lack video frames under {layout.sequence_dir} "
+        f"(frames needed: t-{steps}..t+{steps} and the +-1 context), e.g.\n" + "\n".join(lines)
         + "\nSet propagate.on_missing='skip' to propagate the others.")
   for a, d, absent in missing:
-    logging.warning('skipping %s/%s direction %+d: missing frames %s', a.city, a.key, d, absent)
+    logging.warning("skipping %s/%s direction %+d: missing frames %s", a.city, a.key, d, absent)
 
   copied, protected = 0, set()
   if cfg.copy_annotated:
@@ -314,19 +313,19 @@ def run_propagation(config: ml_collections.ConfigDict, workdir: str, *,
       copied += _copy_anchor(a, layout, reader)
       protected.add(layout.outputs(a, 0)[0])
   pending = [c for c in chains if not all(layout.done(c, n) for n in range(1, steps + 1))]
-  summary = {'output': output, 'process': [index, count], 'anchors': len(anchors),
-             'chains': len(chains), 'skipped_chains': len(chains) - len(pending),
-             'missing_chains': len(missing), 'copied': copied, 'written': 0}
-  logging.info('propagation %d/%d: %d anchors, %d chains (%d finished)', index + 1, count,
-               len(anchors), len(chains), summary['skipped_chains'])
+  summary = {"output": output, "process": [index, count], "anchors": len(anchors),
+             "chains": len(chains), "skipped_chains": len(chains) - len(pending),
+             "missing_chains": len(missing), "copied": copied, "written": 0}
+  logging.info("propagation %d/%d: %d anchors, %d chains (%d finished)", index + 1, count,
+               len(anchors), len(chains), summary["skipped_chains"])
   if not pending:
     return summary
   step = build_propagator(config)
-  bar = tqdm.tqdm(total=len(pending) * steps, desc=f'propagate {index + 1}/{count}',
-                  unit='frame', disable=not config.progress_bar, dynamic_ncols=True)
+  bar = tqdm.tqdm(total=len(pending) * steps, desc=f"propagate {index + 1}/{count}",
+                  unit="frame", disable=not config.progress_bar, dynamic_ncols=True)
   with bar:
     for i in range(0, len(pending), batch_size):
-      summary['written'] += _run_batch(pending[i:i + batch_size], step, layout, reader,
+      summary["written"] += _run_batch(pending[i:i + batch_size], step, layout, reader,
                                        steps=steps, first_frame=cfg.first_frame,
                                        batch_size=batch_size, protected=protected, bar=bar)
       reader.clear()

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxseg import kernels
 from jaxseg.sdcnet.flownet2 import FlowNet2, check_size
@@ -31,7 +31,7 @@ FLOW_STD = (13.77204132, 7.47463894)
 RGB_MEAN = (106.7747911, 96.13649598, 76.61428884)  # a buffer, but unused by the forward pass
 
 # Training-loss weights of SDCNet2D.forward: tot = 0.7 color + 0.2 gradient + 0.1 smoothness.
-LOSS_WEIGHTS = {'color': 0.7, 'color_gradient': 0.2, 'flow_smoothness': 0.1}
+LOSS_WEIGHTS = {"color": 0.7, "color_gradient": 0.2, "flow_smoothness": 0.1}
 
 Frames = Sequence[jax.Array] | jax.Array
 
@@ -41,7 +41,7 @@ class Buffer(nnx.Variable):
 
 
 # nnx filter for what SDCNet trains: its own Params; FlowNet2 is frozen (requires_grad=False).
-TRAINABLE = nnx.All(nnx.Param, nnx.Not(nnx.PathContains('flownet2')))
+TRAINABLE = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("flownet2")))
 
 
 class SDCNet2D(nnx.Module):
@@ -52,8 +52,8 @@ class SDCNet2D(nnx.Module):
   def __init__(self, *, sequence_length: int = 2, rgb_max: float = 255.0, rngs: nnx.Rngs,
                dtype=jnp.float32, param_dtype=jnp.float32):
     if sequence_length < 2:
-      raise ValueError(f'{type(self).__name__}: sequence_length must be >= 2, got '
-                       f'{sequence_length}')
+      raise ValueError(f"{type(self).__name__}: sequence_length must be >= 2, got "
+                       f"{sequence_length}")
     # SDCNet2DRecon increments args.sequence_length before building the layers.
     self.sequence_length = sequence_length + int(self._recon)
     self.rgb_max = float(rgb_max)
@@ -92,14 +92,14 @@ class SDCNet2D(nnx.Module):
     name = type(self).__name__
     if self._recon:
       if len(frames) != n:
-        raise ValueError(f'{name}: expected {n} frames (t-1, t, t+1), got {len(frames)}')
+        raise ValueError(f"{name}: expected {n} frames (t-1, t, t+1), got {len(frames)}")
       return frames, frames[-2], frames[-1]
     if len(frames) == n:
       return frames, frames[-1], None
     if len(frames) == n + 1:
       return frames[:-1], frames[-2], frames[-1]
-    raise ValueError(f'{name}: expected {n} input frames, optionally followed by the target '
-                     f'frame, got {len(frames)}')
+    raise ValueError(f"{name}: expected {n} input frames, optionally followed by the target "
+                     f"frame, got {len(frames)}")
 
   def flows(self, frames: Frames) -> list[jax.Array]:
     """FlowNet2 flows between consecutive input frames: pair i warps frame i onto frame i+1.
@@ -131,7 +131,7 @@ class SDCNet2D(nnx.Module):
     images, _, _ = self.split_frames(frames)
     n = self.sequence_length
     if len(flows) != n - 1:
-      raise ValueError(f'{type(self).__name__}: expected {n - 1} flows, got {len(flows)}')
+      raise ValueError(f"{type(self).__name__}: expected {n - 1} flows, got {len(flows)}")
     check_size(images[0].shape[1], images[0].shape[2], where=type(self).__name__)
     flows = [(f - self.flow_mean[...]) / (3 * self.flow_std[...]) for f in flows]
     stacked = jnp.stack(images, axis=-1)  # (N, H, W, C, T)
@@ -180,12 +180,12 @@ class SDCNet2D(nnx.Module):
     _, last_image, _ = self.split_frames(frames)
     flows, aux = self._flows_with_intermediates(frames)
     flow_pred = self.network_output(frames, flows)
-    image_pred = kernels.resample2d(last_image, flow_pred, mode='bilinear')
+    image_pred = kernels.resample2d(last_image, flow_pred, mode="bilinear")
     label_pred = None
     if label is not None:
       if label.ndim == 3:
         label = label[..., None]
-      label_pred = kernels.resample2d(label.astype(flow_pred.dtype), flow_pred, mode='nearest')
+      label_pred = kernels.resample2d(label.astype(flow_pred.dtype), flow_pred, mode="nearest")
     return image_pred, label_pred, flow_pred, dict(aux, flows=flows)
 
   def __call__(self, frames: Frames, label: jax.Array | None = None
@@ -218,12 +218,12 @@ def reconstruction_loss(image_pred: jax.Array, target: jax.Array, flow_pred: jax
   px, py = grads(image_pred)
   tx, ty = grads(target)
   losses = {
-      'color': _l1(image_pred / rgb_max, target / rgb_max),
-      'color_gradient': _l1(px, tx) + _l1(py, ty),
-      'flow_smoothness': (_l1(flow_pred[:, :, 1:], flow_pred[:, :, :-1])
+      "color": _l1(image_pred / rgb_max, target / rgb_max),
+      "color_gradient": _l1(px, tx) + _l1(py, ty),
+      "flow_smoothness": (_l1(flow_pred[:, :, 1:], flow_pred[:, :, :-1])
                           + _l1(flow_pred[:, 1:], flow_pred[:, :-1])),
   }
-  losses['tot'] = sum(LOSS_WEIGHTS[k] * losses[k] for k in LOSS_WEIGHTS)
+  losses["tot"] = sum(LOSS_WEIGHTS[k] * losses[k] for k in LOSS_WEIGHTS)
   return losses
 
 

@@ -14,23 +14,23 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from flax import nnx
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from jaxseg.sdcnet.sdcnet import Buffer
 
-FLOWNET2_PREFIX = 'flownet2.'
+FLOWNET2_PREFIX = "flownet2."
 
 
 def torch_key(path: tuple[Any, ...]) -> str:
   """The torch state-dict key of an NNX state path, e.g. ('conv1', 'layers', 0, 'kernel')."""
   parts = []
   for i, part in enumerate(path):
-    if part == 'layers' and i + 1 < len(path) and isinstance(path[i + 1], int):
+    if part == "layers" and i + 1 < len(path) and isinstance(path[i + 1], int):
       continue  # nnx.Sequential's list; torch's Sequential indexes children directly
-    parts.append('weight' if (part == 'kernel' and i == len(path) - 1) else str(part))
-  return '.'.join(parts)
+    parts.append("weight" if (part == "kernel" and i == len(path) - 1) else str(part))
+  return ".".join(parts)
 
 
 def _torch_shape(var: nnx.Variable) -> tuple[int, ...]:
@@ -73,7 +73,7 @@ def torch_variables(model: nnx.Module) -> dict[str, nnx.Variable]:
 
 def transposed_prefixes(model: nnx.Module) -> list[str]:
   """torch prefixes of the ConvTranspose layers (the manifests' `transposed_prefixes`)."""
-  return [torch_key(path) + '.' for path, node in nnx.iter_graph(model)
+  return [torch_key(path) + "." for path, node in nnx.iter_graph(model)
           if isinstance(node, nnx.ConvTranspose)]
 
 
@@ -84,11 +84,11 @@ def to_torch_state_dict(model: nnx.Module) -> dict[str, np.ndarray]:
 
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
   """The state dict of a loaded checkpoint: unwraps `{'state_dict': ...}`, strips 'module.'."""
-  sd = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, Mapping) else None
+  sd = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
   if not isinstance(sd, Mapping):
     raise ValueError(f'expected a state dict or a checkpoint dict with a "state_dict" entry, got '
                      f'{type(checkpoint).__name__}')
-  return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in sd.items()}
+  return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
 @dataclasses.dataclass
@@ -105,14 +105,14 @@ class LoadReport:
     return not (self.missing or self.unexpected or self.mismatched)
 
   def summary(self) -> str:
-    lines = [f'{self.model}: loaded {len(self.loaded)} tensors']
+    lines = [f"{self.model}: loaded {len(self.loaded)} tensors"]
     if self.missing:
       lines.append(f'  missing ({len(self.missing)}): {", ".join(self.missing)}')
     if self.unexpected:
       lines.append(f'  unexpected ({len(self.unexpected)}): {", ".join(self.unexpected)}')
     for key, got, want in self.mismatched:
-      lines.append(f'  shape mismatch: {key} has torch shape {got}, expected {want}')
-    return '\n'.join(lines)
+      lines.append(f"  shape mismatch: {key} has torch shape {got}, expected {want}")
+    return "\n".join(lines)
 
 
 def _match(targets: Mapping[str, nnx.Variable], state_dict: Mapping[str, Any], name: str
@@ -139,14 +139,14 @@ def _load(targets: Mapping[str, nnx.Variable], state_dict: Mapping[str, Any], *,
   report, values = _match(targets, state_dict, name)
   if strict and not report.ok:
     # Raised before anything is written: a failed strict load leaves the model untouched.
-    raise ValueError(f'strict loading of a torch state dict failed:\n{report.summary()}')
+    raise ValueError(f"strict loading of a torch state dict failed:\n{report.summary()}")
   for var, arr in values:
     var.set_value(jnp.asarray(arr, dtype=var.get_value().dtype))
   return report
 
 
 def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
-                          strict: bool = True, prefix: str = '', name: str | None = None
+                          strict: bool = True, prefix: str = "", name: str | None = None
                           ) -> LoadReport:
   """Copies a torch state dict (key -> numpy-convertible tensor) into `model` in place.
 
@@ -162,7 +162,7 @@ def load_flownet2_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *
                              strict: bool = True) -> LoadReport:
   """Loads a FlowNet2 checkpoint (or its state dict; keys without prefix) into a `FlowNet2`."""
   return load_torch_state_dict(model, extract_state_dict(state_dict), strict=strict,
-                               name='FlowNet2')
+                               name="FlowNet2")
 
 
 def load_sdcnet_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,

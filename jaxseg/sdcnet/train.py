@@ -16,7 +16,7 @@ predicted frame (the last input frame warped bilinearly by SDCNet's flow) agains
 FlowNet2 is frozen (its flows are computed in the step, no gradient); with `flow.source='dis'`
 the host computes DIS flows instead and no FlowNet2 weights are needed. Adam (torch defaults,
 no weight decay, as the original), MultiStepLR over epochs, optional clipping by value.
-Checkpoints (jaxseg.train_lib.checkpoint) hold params = SDCNet's own parameters and
+Checkpoints (jaxseg.runtime.checkpoint) hold params = SDCNet's own parameters and
 batch_stats = its buffers, the layout of convert_weights, so a workdir can be given as
 `sdcnet.checkpoint` for propagation. A run resumes from its latest checkpoint.
 """
@@ -38,35 +38,35 @@ import optax
 import tqdm
 
 from jaxseg import kernels
-from jaxseg.input_pipeline.datasets import cityscapes
+from jaxseg.data.datasets import cityscapes
+from jaxseg.runtime import checkpoint as ckpt_lib
+from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.runtime import tensorboard
 from jaxseg.sdcnet import convert_weights, flow_providers
 from jaxseg.sdcnet.flownet2 import SIZE_MULTIPLE
 from jaxseg.sdcnet.sdcnet import reconstruction_loss
-from jaxseg.train_lib import checkpoint as ckpt_lib
-from jaxseg.train_lib import mesh as mesh_lib
-from jaxseg.train_lib import tensorboard
 
-_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp')
+_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _natural_key(name: str) -> list[Any]:
-  return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', name)]
+  return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def find_sequences(root: str) -> list[list[str]]:
   """Frame paths per sequence under `root` (every folder with images, naturally sorted)."""
   if not os.path.isdir(root):
-    raise FileNotFoundError(f'train.sequence_root not found: {root} (expected folders of video '
-                            'frames, e.g. <cityscapes>/leftImg8bit_sequence/train)')
+    raise FileNotFoundError(f"train.sequence_root not found: {root} (expected folders of video "
+                            "frames, e.g. <cityscapes>/leftImg8bit_sequence/train)")
   sequences = []
   for folder, dirs, files in sorted(os.walk(root, followlinks=True)):
     dirs.sort()
     names = sorted((f for f in files if f.lower().endswith(_EXTENSIONS)
-                    and not f.startswith('.')), key=_natural_key)
+                    and not f.startswith(".")), key=_natural_key)
     groups: dict[str, list[str]] = {}
     for name in names:
       key = cityscapes.image_key(name)
-      group = key.rsplit('_', 1)[0] if key and key.count('_') >= 2 else ''
+      group = key.rsplit("_", 1)[0] if key and key.count("_") >= 2 else ""
       groups.setdefault(group, []).append(os.path.join(folder, name))
     sequences.extend(groups[g] for g in sorted(groups))
   if not sequences:
@@ -83,7 +83,7 @@ def make_windows(sequences: Sequence[Sequence[str]], num_frames: int,
     windows.extend(tuple(seq[sample_rate * i:sample_rate * i + num_frames])
                    for i in range(max(count, 0)))
   if not windows:
-    raise ValueError(f'no sequence has {num_frames} frames: nothing to train on')
+    raise ValueError(f"no sequence has {num_frames} frames: nothing to train on")
   return windows
 
 
@@ -102,8 +102,8 @@ class Loader:
     self.global_batch = global_batch
     self.steps_per_epoch = len(self.windows) // global_batch
     if self.steps_per_epoch < 1:
-      raise ValueError(f'train.batch_size={global_batch} exceeds the {len(self.windows)} '
-                       'training windows')
+      raise ValueError(f"train.batch_size={global_batch} exceeds the {len(self.windows)} "
+                       "training windows")
     self.provider = provider
     self.net_frames = net_frames
     count = jax.process_count()
@@ -129,7 +129,7 @@ class Loader:
     for path in files:
       x = cv2.imread(path, cv2.IMREAD_COLOR)
       if x is None:
-        raise ValueError(f'cannot decode frame {path}')
+        raise ValueError(f"cannot decode frame {path}")
       if any(cfg.data.image_size):
         x = cv2.resize(x, tuple(cfg.data.image_size)[::-1], interpolation=cv2.INTER_AREA)
       frames.append(x)
@@ -137,18 +137,18 @@ class Loader:
     th, tw = (int(s) for s in cfg.train.crop_size)
     if th or tw:
       if th > h or tw > w:
-        raise ValueError(f'train.crop_size={(th, tw)} is larger than the frames ({h}x{w}) of '
-                         f'{files[0]}')
+        raise ValueError(f"train.crop_size={(th, tw)} is larger than the frames ({h}x{w}) of "
+                         f"{files[0]}")
       y0, x0 = int(rng.integers(0, h - th + 1)), int(rng.integers(0, w - tw + 1))
       frames = [f[y0:y0 + th, x0:x0 + tw] for f in frames]
       h, w = th, tw
     ph, pw = (-h) % SIZE_MULTIPLE, (-w) % SIZE_MULTIPLE
-    frames = np.stack([np.pad(f, ((0, ph), (0, pw), (0, 0)), mode='reflect')
+    frames = np.stack([np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="reflect")
                        for f in frames]).astype(np.float32)
-    sample = {'frames': frames}
+    sample = {"frames": frames}
     if self.provider is not None:
       inputs = frames[:self.net_frames]
-      sample['flows'] = np.stack([self.provider(inputs[i + 1][None], inputs[i][None])[0]
+      sample["flows"] = np.stack([self.provider(inputs[i + 1][None], inputs[i][None])[0]
                                   for i in range(len(inputs) - 1)])
     return sample
 
@@ -174,16 +174,16 @@ def make_train_step(bundle: convert_weights.SDCNetBundle, tx: optax.GradientTran
 
   def loss_fn(params, buffers, flownet_state, batch):
     model = bundle.merge(params, buffers, flownet_state)
-    frames = [batch['frames'][:, i] for i in range(batch['frames'].shape[1])]
+    frames = [batch["frames"][:, i] for i in range(batch["frames"].shape[1])]
     _, last, target = model.split_frames(frames)
-    if 'flows' in batch:
-      flows = [batch['flows'][:, i] for i in range(batch['flows'].shape[1])]
+    if "flows" in batch:
+      flows = [batch["flows"][:, i] for i in range(batch["flows"].shape[1])]
     else:
       flows = model.flows(frames)  # frozen FlowNet2 (stop_gradient inside)
     flow_pred = model.network_output(frames, flows)
-    image_pred = kernels.resample2d(last, flow_pred, mode='bilinear')
+    image_pred = kernels.resample2d(last, flow_pred, mode="bilinear")
     losses = reconstruction_loss(image_pred, target, flow_pred, rgb_max=bundle.rgb_max)
-    return losses['tot'], losses
+    return losses["tot"], losses
 
   @jax.jit
   def step(params, opt_state, buffers, flownet_state, batch):
@@ -209,26 +209,26 @@ def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
   is_main = jax.process_index() == 0
   mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
   if t.batch_size % mesh_lib.data_parallel_size(mesh) or t.batch_size % jax.process_count():
-    raise ValueError(f'train.batch_size={t.batch_size} must be a multiple of the data-parallel '
-                     f'size {mesh_lib.data_parallel_size(mesh)} and of the process count')
+    raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of the data-parallel "
+                     f"size {mesh_lib.data_parallel_size(mesh)} and of the process count")
   source = config.flow.source
   if source not in flow_providers.FLOW_SOURCES:
-    raise ValueError(f'flow.source={source!r}; expected one of {flow_providers.FLOW_SOURCES}')
-  if source == 'flownet2' and not config.flow.flownet2_checkpoint:
+    raise ValueError(f"flow.source={source!r}; expected one of {flow_providers.FLOW_SOURCES}")
+  if source == "flownet2" and not config.flow.flownet2_checkpoint:
     raise ValueError("flow.source='flownet2' needs flow.flownet2_checkpoint (SDCNet trains on "
                      "FlowNet2 flows); without FlowNet2 weights set flow.source='dis'")
   bundle = convert_weights.build_sdcnet(
       config.sdcnet.model, sequence_length=config.sdcnet.sequence_length,
       rgb_max=config.sdcnet.rgb_max, checkpoint=config.sdcnet.checkpoint,
-      flownet2_checkpoint=config.flow.flownet2_checkpoint if source == 'flownet2' else '',
+      flownet2_checkpoint=config.flow.flownet2_checkpoint if source == "flownet2" else "",
       random_init=True, seed=config.seed)
-  net_frames = bundle.num_frames if bundle.name == 'SDCNet2DRecon' else bundle.num_frames - 1
+  net_frames = bundle.num_frames if bundle.name == "SDCNet2DRecon" else bundle.num_frames - 1
   root = t.sequence_root or os.path.join(config.data.sequence_root or config.data.root,
-                                         'leftImg8bit_sequence', 'train')
-  if not root or root == os.path.join('leftImg8bit_sequence', 'train'):
-    raise ValueError('set data.root (Cityscapes) or train.sequence_root (folders of frames)')
+                                         "leftImg8bit_sequence", "train")
+  if not root or root == os.path.join("leftImg8bit_sequence", "train"):
+    raise ValueError("set data.root (Cityscapes) or train.sequence_root (folders of frames)")
   windows = make_windows(find_sequences(root), bundle.num_frames, t.sample_rate)
-  provider = flow_providers.DISFlow(config.flow.dis_preset) if source == 'dis' else None
+  provider = flow_providers.DISFlow(config.flow.dis_preset) if source == "dis" else None
   loader = Loader(windows, config, t.batch_size, provider, net_frames)
   spe = loader.steps_per_epoch
   total = t.num_steps if t.num_steps > 0 else t.num_epochs * spe
@@ -237,32 +237,32 @@ def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
   replicated = mesh_lib.replicated(mesh)
   put = lambda tree: jax.device_put(jax.tree.map(jnp.asarray, tree), replicated)
   params, buffers = put(bundle.params), put(bundle.buffers)
-  flownet_state = put(bundle.flownet_state()) if source == 'flownet2' else None
+  flownet_state = put(bundle.flownet_state()) if source == "flownet2" else None
   opt_state = put(tx.init(params))
-  ckpt = ckpt_lib.CheckpointManager(os.path.join(workdir, 'checkpoints'),
+  ckpt = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                     keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
   start = ckpt.latest_step() or 0
   if start:
-    restored = ckpt.restore(start, model_vars={'params': params, 'batch_stats': buffers},
-                            train_vars={'opt_state': opt_state, 'step': np.zeros((), np.int64)})
-    params, buffers = restored['model']['params'], restored['model']['batch_stats']
-    opt_state = restored['train']['opt_state']
-    logging.info('resumed SDCNet training from %s at step %d', ckpt.directory, start)
-  meta = {'model': bundle.name, 'sequence_length': bundle.sequence_length,
-          'rgb_max': bundle.rgb_max, 'flow_source': source, 'windows': len(windows),
-          'layout': 'params: own (no flownet2/); batch_stats: buffers'}
+    restored = ckpt.restore(start, model_vars={"params": params, "batch_stats": buffers},
+                            train_vars={"opt_state": opt_state, "step": np.zeros((), np.int64)})
+    params, buffers = restored["model"]["params"], restored["model"]["batch_stats"]
+    opt_state = restored["train"]["opt_state"]
+    logging.info("resumed SDCNet training from %s at step %d", ckpt.directory, start)
+  meta = {"model": bundle.name, "sequence_length": bundle.sequence_length,
+          "rgb_max": bundle.rgb_max, "flow_source": source, "windows": len(windows),
+          "layout": "params: own (no flownet2/); batch_stats: buffers"}
 
   def save(step: int) -> None:
-    ckpt.save(step, model_vars={'params': params, 'batch_stats': buffers},
-              train_vars={'opt_state': opt_state, 'step': np.asarray(step, np.int64)},
-              data_state={'step': step, 'epoch': step // spe}, meta=meta, force=True)
+    ckpt.save(step, model_vars={"params": params, "batch_stats": buffers},
+              train_vars={"opt_state": opt_state, "step": np.asarray(step, np.int64)},
+              data_state={"step": step, "epoch": step // spe}, meta=meta, force=True)
 
   train_step = make_train_step(bundle, tx)
-  writer = tensorboard.SummaryWriter(os.path.join(workdir, 'tensorboard')) if is_main else None
+  writer = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard")) if is_main else None
   stop = min(total, t.stop_at_step) if t.stop_at_step > 0 else total
   history: list[dict[str, float]] = []
-  bar = tqdm.tqdm(total=total, initial=start, desc='sdcnet train', unit='step',
+  bar = tqdm.tqdm(total=total, initial=start, desc="sdcnet train", unit="step",
                   disable=not (is_main and config.progress_bar), dynamic_ncols=True)
   tick = time.perf_counter()
   try:
@@ -273,12 +273,12 @@ def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
       done = step + 1
       if done % t.log_every == 0 or done == stop:
         scalars = {k: float(v) for k, v in jax.device_get(losses).items()}
-        scalars['lr'] = float(schedule(step))
-        scalars['step_time_s'] = (time.perf_counter() - tick) / max(1, done - start)
+        scalars["lr"] = float(schedule(step))
+        scalars["step_time_s"] = (time.perf_counter() - tick) / max(1, done - start)
         history.append(dict(scalars, step=done))
         bar.set_postfix(loss=f"{scalars['tot']:.4f}", lr=f"{scalars['lr']:.1e}")
         if writer:
-          writer.scalars({f'train/{k}': v for k, v in scalars.items()}, done)
+          writer.scalars({f"train/{k}": v for k, v in scalars.items()}, done)
       if done % t.checkpoint_every == 0 or done == stop:
         save(done)
   finally:
@@ -287,6 +287,6 @@ def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
     ckpt.close()
     if writer:
       writer.close()
-  return {'start_step': start, 'step': max(start, stop), 'total_steps': total,
-          'steps_per_epoch': spe, 'history': history,
-          'checkpoint': os.path.join(workdir, 'checkpoints')}
+  return {"start_step": start, "step": max(start, stop), "total_steps": total,
+          "steps_per_epoch": spe, "history": history,
+          "checkpoint": os.path.join(workdir, "checkpoints")}

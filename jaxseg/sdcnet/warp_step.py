@@ -28,14 +28,14 @@ from jaxseg.sdcnet import flow_providers
 from jaxseg.sdcnet.convert_weights import SDCNetBundle
 from jaxseg.sdcnet.flownet2 import SIZE_MULTIPLE
 
-METHODS = ('sdcnet', 'flow')
+METHODS = ("sdcnet", "flow")
 
 
 def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
   if not (ph or pw):
     return x
   pads = [(0, 0), (0, ph), (0, pw)] + [(0, 0)] * (x.ndim - 3)
-  return np.pad(x, pads, mode='edge')
+  return np.pad(x, pads, mode="edge")
 
 
 def to_uint8(x: jax.Array | np.ndarray) -> np.ndarray:
@@ -54,17 +54,17 @@ class Propagator:
   def __init__(self, method: str, provider: flow_providers.FlowProvider,
                bundle: SDCNetBundle | None = None):
     if method not in METHODS:
-      raise ValueError(f'propagate.method={method!r}; expected one of {METHODS}')
-    if method == 'sdcnet' and bundle is None:
+      raise ValueError(f"propagate.method={method!r}; expected one of {METHODS}")
+    if method == "sdcnet" and bundle is None:
       raise ValueError("propagate.method='sdcnet' needs an SDCNet (sdcnet.checkpoint)")
     if bundle is not None and bundle.sequence_length != 2:
-      raise ValueError(f'propagation uses three-frame windows (sdcnet.sequence_length=2, as '
-                       f'sdc_aug.py); got sequence_length={bundle.sequence_length}')
+      raise ValueError(f"propagation uses three-frame windows (sdcnet.sequence_length=2, as "
+                       f"sdc_aug.py); got sequence_length={bundle.sequence_length}")
     self.method = method
     self.provider = provider
     self.bundle = bundle
-    self._pad64 = method == 'sdcnet' or provider.needs_multiple_of_64
-    self._warp = jax.jit(_warp, static_argnames='bilinear')
+    self._pad64 = method == "sdcnet" or provider.needs_multiple_of_64
+    self._warp = jax.jit(_warp, static_argnames="bilinear")
     if bundle is not None:
       self._params = jax.tree.map(jnp.asarray, bundle.params)
       self._buffers = jax.tree.map(jnp.asarray, bundle.buffers)
@@ -76,7 +76,7 @@ class Propagator:
 
   def flow(self, frames: Sequence[np.ndarray]) -> jax.Array:
     """The flow (N, H, W, 2) that warps frame b onto frame c (padded inputs)."""
-    if self.method == 'flow':
+    if self.method == "flow":
       return jnp.asarray(self.provider(frames[2], frames[1]))
     inputs = self._net_inputs(frames)
     flows = [jnp.asarray(f) for f in flow_providers.pair_flows(self.provider, inputs)]
@@ -85,13 +85,13 @@ class Propagator:
   def _net_inputs(self, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     # SDCNet2DRecon sees all three frames; SDCNet2D sees (a, b) and predicts c.
     # (sequence_length 2 only: longer windows would need more context frames.)
-    recon = self.bundle.name == 'SDCNet2DRecon'
+    recon = self.bundle.name == "SDCNet2DRecon"
     return list(frames) if recon else list(frames[:2])
 
   def __call__(self, frames: Sequence[np.ndarray], image: np.ndarray, label: np.ndarray, *,
                bilinear: bool) -> tuple[np.ndarray, np.ndarray]:
     if len(frames) != 3:
-      raise ValueError(f'Propagator: expected 3 frames (a, b, c), got {len(frames)}')
+      raise ValueError(f"Propagator: expected 3 frames (a, b, c), got {len(frames)}")
     h, w = image.shape[1:3]
     ph = (-h) % SIZE_MULTIPLE if self._pad64 else 0
     pw = (-w) % SIZE_MULTIPLE if self._pad64 else 0
@@ -106,12 +106,12 @@ class Propagator:
 
 def _warp(flow: jax.Array, image: jax.Array, label: jax.Array, *, bilinear: bool
           ) -> tuple[jax.Array, jax.Array]:
-  image_pred = kernels.resample2d(image, flow, mode='bilinear' if bilinear else 'nearest')
-  label_pred = kernels.resample2d(label[..., None], flow, mode='nearest')[..., 0]
+  image_pred = kernels.resample2d(image, flow, mode="bilinear" if bilinear else "nearest")
+  label_pred = kernels.resample2d(label[..., None], flow, mode="nearest")[..., 0]
   return image_pred, label_pred
 
 
-def step_offsets(n: int, direction: int, first_frame: str = 'anchor') -> tuple[int, int, int]:
+def step_offsets(n: int, direction: int, first_frame: str = "anchor") -> tuple[int, int, int]:
   """Frame offsets (a, b, c) from the annotated frame t for step n >= 1 of a chain.
 
   Step 1: (t - d, t, t + d). Step n >= 2: sdc_aug.py's multi_step_augmentation feeds
@@ -121,16 +121,16 @@ def step_offsets(n: int, direction: int, first_frame: str = 'anchor') -> tuple[i
   d = direction
   if n == 1:
     return (-d, 0, d)
-  if first_frame == 'anchor':
+  if first_frame == "anchor":
     return (0, d * (n - 1), d * n)
-  if first_frame == 'previous':
+  if first_frame == "previous":
     return (d * (n - 2), d * (n - 1), d * n)
   raise ValueError(f"propagate.first_frame={first_frame!r}; expected 'anchor' or 'previous'")
 
 
 def propagate_sequence(step: Propagator, frames: Sequence[np.ndarray], image: np.ndarray,
                        label: np.ndarray, *, steps: int, direction: int,
-                       first_frame: str = 'anchor', anchor: int | None = None
+                       first_frame: str = "anchor", anchor: int | None = None
                        ) -> list[np.ndarray]:
   """Labels propagated from frames[anchor] to anchor + direction * (1..steps), in memory.
 
@@ -149,10 +149,10 @@ def propagate_sequence(step: Propagator, frames: Sequence[np.ndarray], image: np
       i = t + o
       if 0 <= i < len(frames):
         batch.append(frames[i][None])
-      elif step.method == 'flow' and o == offs[0]:
+      elif step.method == "flow" and o == offs[0]:
         batch.append(frames[t + offs[1]][None])  # unused by the flow-only method
       else:
-        raise IndexError(f'frame {i} is outside the clip of {len(frames)} frames')
+        raise IndexError(f"frame {i} is outside the clip of {len(frames)} frames")
     if n == 1:
       batch[1] = image[None]
     img, lab = step(batch, img, lab, bilinear=n == 1)

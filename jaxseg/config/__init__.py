@@ -1,0 +1,1 @@
+"""Configuration: the base config (each subsystem's defaults) and the recipes."""

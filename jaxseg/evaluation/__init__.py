@@ -1,0 +1,1 @@
+"""Evaluation: confusion metrics, the evaluation pass, and its reports."""

@@ -1,0 +1,1 @@
+"""Training: the loop, the step, optimizers, losses and their targets, class weights."""
