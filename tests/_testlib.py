@@ -146,13 +146,14 @@ def camvid_training_metrics(config, *, steps: int = 8, batch_size: int = 4,
   import numpy as np
 
   from jaxseg import data as data_lib
+  from jaxseg.models import registry
   from jaxseg.runtime import mesh as mesh_lib
   from jaxseg.train import losses
   from jaxseg.train import optimizer as optimizer_lib
   from jaxseg.train import step as step_lib
   mesh = mesh_lib.create_mesh({"data": 1}, devices=jax.devices()[:1])
   tx, _ = optimizer_lib.create_optimizer(config, total_steps=100)
-  patch = (mock.patch.object(step_lib, "build_model", build_model) if build_model
+  patch = (mock.patch.object(registry, "from_config", build_model) if build_model
            else contextlib.nullcontext())
   with patch:  # create_step_functions and init() construct the model
     fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=CAMVID_CLASSES, tx=tx,

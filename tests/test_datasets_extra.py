@@ -8,6 +8,7 @@ import pytest
 from test_datasets import write_palette_png
 
 from jaxseg.data import defaults
+from jaxseg.data import peer_labels
 from jaxseg.data import labels as L
 from jaxseg.data.datasets import DATASET_NAMES, BadInputError, get_class_table, get_dataset
 
@@ -84,7 +85,7 @@ def test_ade20k_errors(tmp_path):
 
 
 def make_voc(root, train=("a", "b"), val=("c",)):
-  pal = L.voc_palette()
+  pal = peer_labels.voc_palette()
   for i in list(train) + list(val) + ["s1", "s2"]:
     write(root / "JPEGImages" / f"{i}.jpg", image())
   lab = np.array([[0, 1, 15, 20, 255, 3]] * 4, np.uint8)

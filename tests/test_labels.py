@@ -5,6 +5,7 @@ import struct
 import numpy as np
 import pytest
 
+from jaxseg.data import class_table as table_lib
 from jaxseg.data import labels as L
 
 # (labelId, trainId) pairs of the official Cityscapes table, written out independently.
@@ -25,7 +26,7 @@ def test_cityscapes_table_maps_official_ids():
     elif raw <= 33:
       expected = 255
     else:
-      expected = L.UNKNOWN
+      expected = table_lib.UNKNOWN
     assert t.raw_to_train[raw] == expected, raw
   # Benchmark ids: every train id goes back to its labelId, ignore to 'unlabeled' (0).
   for raw, train in CITYSCAPES_ID_TO_TRAIN.items():
@@ -56,13 +57,13 @@ def test_to_train_ids_and_unknown_ids_error():
   raw = np.array([[7, 26, 0], [33, 1, 23]], np.uint8)
   np.testing.assert_array_equal(t.to_train_ids(raw), [[0, 13, 255], [18, 255, 10]])
   assert t.to_train_ids(raw).dtype == np.uint8
-  with pytest.raises(L.UnknownLabelIdError) as e:
+  with pytest.raises(table_lib.UnknownLabelIdError) as e:
     t.to_train_ids(np.array([[7, 40, 200]], np.uint8), source="some/file.png")
   msg = str(e.value)
   assert "some/file.png" in msg and "[40, 200]" in msg and "0-33" in msg
   assert e.value.bad_ids == (40, 200)
   # 16-bit labels: values above 255 are named too.
-  with pytest.raises(L.UnknownLabelIdError, match=r"\[7000\]"):
+  with pytest.raises(table_lib.UnknownLabelIdError, match=r"\[7000\]"):
     t.to_train_ids(np.array([[7, 7000]], np.uint16))
   np.testing.assert_array_equal(t.to_train_ids(np.array([[26]], np.uint16)), [[13]])
 
@@ -71,7 +72,7 @@ def test_camvid_table():
   t = L.camvid_table()
   assert t.num_classes == 11 and t.class_names[0] == "Sky" and t.class_names[10] == "Bicyclist"
   np.testing.assert_array_equal(t.raw_to_train[:12], list(range(11)) + [255])
-  assert (t.raw_to_train[12:] == L.UNKNOWN).all()
+  assert (t.raw_to_train[12:] == table_lib.UNKNOWN).all()
   np.testing.assert_array_equal(t.colors[3], (128, 64, 128))  # Road in SegNet's palette.
   assert t.train_to_raw[255] == 11
   with pytest.raises(ValueError, match=r"valid raw ids are 0-11"):
@@ -94,7 +95,7 @@ def test_mapillary_v12_table(shared_data):
   t = L.mapillary_table()
   assert t.num_classes == 65 and t.name == "mapillary"
   np.testing.assert_array_equal(t.raw_to_train[:65], np.arange(65))
-  assert t.raw_to_train[65] == 255 and t.raw_to_train[66] == L.UNKNOWN
+  assert t.raw_to_train[65] == 255 and t.raw_to_train[66] == table_lib.UNKNOWN
   assert t.class_names[13] == "Road" and t.class_names[55] == "Car"
   # The built-in colours are those of the real v1.2 label PNG's palette.
   pal = _png_palette(shared_data / "mapillary_sample" / "v1.2" / "__CRyFzoDOXn6unQ6a3DnQ.png")
@@ -112,7 +113,7 @@ def test_mapillary_table_from_config(tmp_path):
   np.testing.assert_array_equal(from_file.raw_to_train, builtin.raw_to_train)
   np.testing.assert_array_equal(from_file.colors, builtin.colors)
   # from_json recognises a Mapillary config too.
-  np.testing.assert_array_equal(L.ClassTable.from_json(path).raw_to_train, builtin.raw_to_train)
+  np.testing.assert_array_equal(table_lib.ClassTable.from_json(path).raw_to_train, builtin.raw_to_train)
 
 
 def test_kitti_table_is_cityscapes():
@@ -139,41 +140,41 @@ def test_from_json(tmp_path):
           "ignore_ids": [0, 255]}
   path = tmp_path / "table.json"
   path.write_text(json.dumps(spec))
-  t = L.ClassTable.from_json(path)
+  t = table_lib.ClassTable.from_json(path)
   assert t.name == "mine" and t.class_names == ("road", "car", "sky")
   expected = {7: 0, 9: 0, 26: 1, 2: 2, 0: 255, 255: 255}
   for raw in range(256):
-    assert t.raw_to_train[raw] == expected.get(raw, L.UNKNOWN), raw
+    assert t.raw_to_train[raw] == expected.get(raw, table_lib.UNKNOWN), raw
   assert t.train_to_raw[0] == 7 and t.train_to_raw[1] == 26 and t.train_to_raw[255] == 0
   # Round trip through the JSON form.
   path2 = tmp_path / "again.json"
   path2.write_text(json.dumps(t.to_json_dict()))
-  t2 = L.ClassTable.from_json(path2)
+  t2 = table_lib.ClassTable.from_json(path2)
   np.testing.assert_array_equal(t2.raw_to_train, t.raw_to_train)
   np.testing.assert_array_equal(t2.colors, t.colors)
 
 
 def test_from_json_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.json"):
-    L.ClassTable.from_json(tmp_path / "nope.json")
+    table_lib.ClassTable.from_json(tmp_path / "nope.json")
   bad = tmp_path / "bad.json"
   bad.write_text("{not json")
   with pytest.raises(ValueError, match="bad.json"):
-    L.ClassTable.from_json(bad)
+    table_lib.ClassTable.from_json(bad)
   bad.write_text(json.dumps({"classes": [{"name": "a", "color": [0, 0, 0], "id": 3},
                                          {"name": "b", "color": [0, 0, 0], "id": 3}]}))
   with pytest.raises(ValueError, match="raw id 3 is listed twice"):
-    L.ClassTable.from_json(bad)
+    table_lib.ClassTable.from_json(bad)
   bad.write_text(json.dumps({"classes": [{"name": "a"}]}))
   with pytest.raises(ValueError, match=r'classes\[0\] needs "name" and "color"'):
-    L.ClassTable.from_json(bad)
+    table_lib.ClassTable.from_json(bad)
 
 
 def test_table_validation_and_immutability():
   with pytest.raises(ValueError, match="colors has shape"):
-    L.ClassTable.build("x", ["a", "b"], [[0, 0, 0]], {0: 0, 1: 1})
+    table_lib.ClassTable.build("x", ["a", "b"], [[0, 0, 0]], {0: 0, 1: 1})
   with pytest.raises(ValueError, match="classes; expected 1..254"):
-    L.ClassTable.build("x", [str(i) for i in range(255)], np.zeros((255, 3)), {})
+    table_lib.ClassTable.build("x", [str(i) for i in range(255)], np.zeros((255, 3)), {})
   t = L.cityscapes_table()
   with pytest.raises(ValueError):
     t.raw_to_train[0] = 3
@@ -184,6 +185,6 @@ def test_table_validation_and_immutability():
 def test_identity_table():
   t = L.identity_table("syn", ["a", "b", "c"], np.zeros((3, 3), np.uint8))
   np.testing.assert_array_equal(t.to_train_ids(np.array([0, 2, 255], np.uint8)), [0, 2, 255])
-  with pytest.raises(L.UnknownLabelIdError, match=r"\[3\]"):
+  with pytest.raises(table_lib.UnknownLabelIdError, match=r"\[3\]"):
     t.to_train_ids(np.array([3], np.uint8))
 

@@ -13,8 +13,11 @@ Compared: the learning rate and the loss of every step; after steps 1, 4 (two ep
 every tensor's parameter update, momentum buffer and running-statistics update, as the
 fixture's signatures (fixtures/training_parity/parity_common.py). Tolerances come from the
 float32 noise floor the generator measured by running the same torch training twice more:
-float32 without mkldnn on one thread, and float64. With `n` the larger of the two runs'
-distances from the reference:
+float32 without mkldnn on one thread, and float64; for the losses also jaxseg's own spread
+over jax 0.10.2 / 0.11.2 x 1 / 8 XLA:CPU devices (fixtures/training_parity/
+measure_jaxseg_spread.py: label relaxation's step-4 loss spreads 1.5e-3 there, 11x the torch
+reruns' 1.3e-4; steps 1-3 stay below 5e-6). With `n` the largest of these distances from the
+reference:
 
   lr of step s         |jax - torch| <= 1e-6 |torch|
   loss of step s       |jax - torch| / |torch| <= 10 * max(n_1..n_s, 1e-6)
@@ -157,7 +160,9 @@ def parity_report(meta: dict, loss_name: str, got: dict, fixtures: pathlib.Path 
       failures.append(f"learning rate of step {s}: jaxseg {a:.7g}, original {b:.7g}")
   # The divergence of two correct runs grows with the steps, but not monotonically (two runs
   # can agree closely at one step by luck): step s is allowed the largest noise up to s.
-  envelope = np.maximum.accumulate(np.max([noise[kind]["losses"] for kind in noise], axis=0))
+  # jaxseg's own spread over correct configurations (jax version, device count) counts too.
+  floors = [noise[kind]["losses"] for kind in noise] + [want["jaxseg_loss_spread"]]
+  envelope = np.maximum.accumulate(np.max(floors, axis=0))
   for s, (a, b, n) in enumerate(zip(got["losses"], want["losses"], envelope), start=1):
     err, tol = abs(a - b) / abs(b), LOSS_FACTOR * max(float(n), LOSS_FLOOR)
     worst["loss"] = max(worst.get("loss", 0.0), err / tol)
