@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.models import create_model, list_models
+from jaxseg.models import create_model
+from jaxseg.models import list_models
 
 DEFAULT_MODELS = ("DeepWV3Plus", "DeepSRNX50V3PlusD_m1", "DeepSRNX101V3PlusD_m1",
                   "DeepR50V3PlusD_m1", "DeepR101V3PlusD_m1")

@@ -22,8 +22,14 @@ import time
 import cv2
 import numpy as np
 
-from jaxseg.data import build_train_loader, color, data_config, transforms, uniform
-from jaxseg.data.datasets import base, get_dataset, image_io
+from jaxseg.data import build_train_loader
+from jaxseg.data import color
+from jaxseg.data import data_config
+from jaxseg.data import transforms
+from jaxseg.data import uniform
+from jaxseg.data.datasets import base
+from jaxseg.data.datasets import get_dataset
+from jaxseg.data.datasets import image_io
 
 
 def recipe_config(root: str, cache_dir: str, pct: float, workers: int):

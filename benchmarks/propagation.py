@@ -35,7 +35,9 @@ except ImportError:  # Run from a checkout without installing.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jaxseg.evaluation import metrics
-from jaxseg.sdcnet import convert_weights, flow_providers, warp_step
+from jaxseg.sdcnet import convert_weights
+from jaxseg.sdcnet import flow_providers
+from jaxseg.sdcnet import warp_step
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

@@ -31,8 +31,10 @@ except ImportError:  # Run from a checkout without installing.
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from jaxseg.kernels import pallas_resample, pallas_triton
-from jaxseg.kernels.resample2d import resample2d, resample2d_xla
+from jaxseg.kernels import pallas_resample
+from jaxseg.kernels import pallas_triton
+from jaxseg.kernels.resample2d import resample2d
+from jaxseg.kernels.resample2d import resample2d_xla
 
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

@@ -15,7 +15,9 @@ import difflib
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app
+from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A configs/*.py file.", lock_config=True)
@@ -80,7 +82,8 @@ def main(argv: list[str]) -> None:
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/demo.py")
   workdir = _require(_WORKDIR, _MODE.value)
-  from jaxseg.runtime import compile_cache, distributed
+  from jaxseg.runtime import compile_cache
+  from jaxseg.runtime import distributed
   compile_cache.enable(config.get("compile_cache", "auto"))
   distributed.maybe_initialize()
   if _MODE.value == "propagate":
@@ -150,13 +153,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
   return (ValueError, FileNotFoundError, NotADirectoryError, checkpoint.DamagedCheckpointError)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parse; a bad `--config.x=y` is named with a suggestion. Only on that error is
+  the config file run a second time (config_flags ran it once while parsing)."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError) as e:  # config_flags raises all three
+    problems = unknown_config_overrides(argv)
+    sys.exit("error: " + ("\n".join(problems) if problems else str(e)))
+
+
 def run() -> None:
   logging.set_verbosity(logging.WARNING)
-  problems = unknown_config_overrides(sys.argv)
-  if problems:
-    sys.exit("error: " + "\n".join(problems))
   try:
-    app.run(main, argv=sys.argv)
+    app.run(main, argv=sys.argv, flags_parser=_parse_flags)
   except Exception as e:  # pylint: disable=broad-except
     if os.environ.get("JAXSEG_TRACEBACK") or not isinstance(e, _user_errors()):
       raise

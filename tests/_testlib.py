@@ -4,8 +4,14 @@ import importlib.metadata
 import importlib.util
 import os
 import pathlib
+import struct
+import zlib
+
+import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+SHARED = ROOT.parent / "shared"  # beside the checkout (not in a user's clone)
 COMPILE_CACHE = os.environ.get("JAXSEG_TEST_COMPILE_CACHE",
                                str(pathlib.Path.home() / ".cache" / "jaxseg_jax_compile"))
 
@@ -176,3 +182,20 @@ def assert_loss_decreases(seen: list[dict[str, float]], key: str = "loss",
   import numpy as np
   assert np.isfinite([v for s in seen for v in s.values()]).all(), seen
   assert seen[-1][key] < factor * seen[0][key], [s[key] for s in seen]
+
+
+def _chunk(ctype: bytes, body: bytes) -> bytes:
+  return struct.pack(">I", len(body)) + ctype + body + struct.pack(
+      ">I", zlib.crc32(ctype + body) & 0xFFFFFFFF)
+
+
+def write_palette_png(path, indices, palette):
+  """8-bit palette PNG written by hand (no PIL), filter type 0 on every row."""
+  h, w = indices.shape
+  raw = b"".join(b"\x00" + indices[y].astype(np.uint8).tobytes() for y in range(h))
+  data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0))
+          + _chunk(b"PLTE", bytes(np.asarray(palette, np.uint8).ravel()))
+          + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb") as f:
+    f.write(data)

@@ -6,7 +6,9 @@ import pathlib
 # compile, here and in the subprocesses they start (they inherit XLA_FLAGS): the suite is
 # compile-bound, and this halves its CPU time (test_train_step + test_eval_modes: 293 -> 134 CPU
 # seconds). Only code generation differs; parity tolerances are far above its ~1e-6 effect.
-from _testlib import COMPILE_CACHE, FAST_XLA_FLAGS  # imports no jax
+from _testlib import COMPILE_CACHE  # imports no jax
+from _testlib import FAST_XLA_FLAGS  # imports no jax
+from _testlib import SHARED  # imports no jax
 
 os.environ.setdefault("XLA_FLAGS", FAST_XLA_FLAGS)
 
@@ -20,7 +22,6 @@ jax.config.update("jax_platforms", None if _PLATFORMS == "auto" else _PLATFORMS)
 jax.config.update("jax_compilation_cache_dir", COMPILE_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
 REFERENCE = SHARED / "reference"
 

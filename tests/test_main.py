@@ -1,11 +1,11 @@
 """The command line: unknown config fields and missing flags are clear errors."""
-import pathlib
 import subprocess
 import sys
 
+from _testlib import ROOT
+
 from jaxseg import main
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.py")
 
 

@@ -5,7 +5,7 @@ r"""Every GPU question of issue 15 in one call: tests, train step, original, eva
 
 Parts, each a list of jobs run as subprocesses (own process group, killed at the part's limit,
 so one hang cannot eat the call):
-  a  pytest -m gpu tests/test_gpu.py (Pallas warp vs XLA forward/backward, bf16 train step, eval)
+  a  pytest -m gpu tests/kernels/test_gpu.py (Pallas warp vs XLA forward/backward, bf16 train step, eval)
   b  benchmarks/train_step.py: DeepWV3Plus and DeepSRNX50V3PlusD_m1, crop 896, batch 2, bf16
   c  benchmarks/gpu/original_train_step.py: the ORIGINAL PyTorch code, same models/crop/batch,
      as shipped (fp16 autocast, NCHW) and modern (bf16 autocast, channels_last, torch.compile)
@@ -83,7 +83,7 @@ def part_limits(args: argparse.Namespace) -> dict[str, float]:
 
 def _train_step_jobs(dry: bool, tmp: pathlib.Path) -> list[Job]:
   py = sys.executable
-  if dry:  # the test's tiny demo model (tests/test_gpu.py compiles the same program)
+  if dry:  # the test's tiny demo model (tests/kernels/test_gpu.py compiles the same program)
     runs = [("DeepR18V3PlusD_m1", "configs/demo.py", [*TINY_OVERRIDES,
                                                        "--config.data.crop_size=32"])]
     steps = ["--steps", "1", "--warmup", "1"]
@@ -124,7 +124,7 @@ def build_jobs(part: str, dry: bool, tmp: pathlib.Path, limit: float,
     xml = tmp / "a_junit.xml"
     env = {"JAXSEG_GPU_TESTS_ON_CPU": "1"} if dry else {"JAXSEG_TEST_PLATFORMS": "auto"}
     return [Job("pytest -m gpu", [py, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
-                                  "tests/test_gpu.py", f"--junitxml={xml}"], xml, env)]
+                                  "tests/kernels/test_gpu.py", f"--junitxml={xml}"], xml, env)]
   if part == "b":
     return _train_step_jobs(dry, tmp)
   if part == "c":

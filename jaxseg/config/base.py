@@ -21,7 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.syncbn = True  # global BatchNorm statistics over all devices; False = per device
   c.progress_bar = True
   # JAX's persistent compile cache (runtime/compile_cache.py): 'auto' =
-  # $XDG_CACHE_HOME/jaxseg/jax_compile, a folder, or 'off'; env JAXSEG_COMPILE_CACHE wins.
+  # <cache root>/jax_compile (runtime/files.py), a folder, or 'off'; env JAXSEG_COMPILE_CACHE wins.
   c.compile_cache = "auto"
   # Model checkpoint (a jaxseg run, a converted .pth, an ImageNet trunk converted with
   # --trunk_only) to start a fresh run from; variables whose shape differs (the classifier of

@@ -109,7 +109,7 @@ def resolve_rules(names: Mapping[str, Sequence[str]], table: Any,
                   source: str = "copyblob_rules") -> Rules:
   """Class-name rules -> train-id rules, checked against `table`.
 
-  `table` has `class_names` and `name` (a labels.ClassTable). Names match
+  `table` has `class_names` and `name` (a class_table.ClassTable). Names match
   exactly, else case-insensitively. Raises ValueError naming `source` and
   the unknown class.
   """

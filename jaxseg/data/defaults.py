@@ -10,8 +10,6 @@ from ml_collections import config_dict
 
 # Eval-time resize policies (see transforms.eval_resize).
 EVAL_RESIZE_POLICIES = ("none", "height_crop_pad", "fixed")
-DATASET_NAMES = ("synthetic", "camvid", "cityscapes", "mapillary", "kitti",
-                 "folder", "tfds", "ade20k", "voc", "pascal_context", "multi")
 ON_BAD_INPUT = ("error", "skip")
 
 
@@ -20,7 +18,7 @@ def data_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # --- Which data. -----------------------------------------------------------
-  c.name = "cityscapes"  # One of DATASET_NAMES.
+  c.name = "cityscapes"  # A dataset of jaxseg.data.datasets.SPECS.
   c.root = config_dict.placeholder(str)  # Dataset root folder.
   c.train_split = "train"
   c.eval_split = "val"

@@ -22,8 +22,12 @@ import json
 import os
 from typing import Any, NamedTuple
 
-from jaxseg.data.class_table import IGNORE_INDEX, ClassTable, table_from_mapillary_config
-from jaxseg.data.peer_labels import ade20k_table, pascal_context_table, voc_table
+from jaxseg.data.class_table import IGNORE_INDEX
+from jaxseg.data.class_table import ClassTable
+from jaxseg.data.class_table import table_from_mapillary_config
+from jaxseg.data.peer_labels import ade20k_table
+from jaxseg.data.peer_labels import pascal_context_table
+from jaxseg.data.peer_labels import voc_table
 
 
 class CityscapesLabel(NamedTuple):

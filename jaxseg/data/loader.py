@@ -30,7 +30,11 @@ import grain
 import ml_collections
 import numpy as np
 
-from jaxseg.data import copy_blob, defaults, mixing, sampling, transforms
+from jaxseg.data import copy_blob
+from jaxseg.data import defaults
+from jaxseg.data import mixing
+from jaxseg.data import sampling
+from jaxseg.data import transforms
 
 
 def _datasets_module():
@@ -249,7 +253,8 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
                        global_batch_size: int, seed: int,
                        process_index: Optional[int] = None,
                        process_count: Optional[int] = None,
-                       dataset=None) -> grain.DatasetIterator:
+                       dataset=None,
+                       plan: Optional[sampling.SamplingPlan] = None) -> grain.DatasetIterator:
   """Infinite iterator of this process's training batches.
 
   Yields {'image': uint8 (B, crop, crop, 3), 'label': uint8 (B, crop, crop)}
@@ -258,7 +263,9 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
   loader built with the same data config, batch size, seed and process
   layout continues with exactly the batches that would have followed (worker
   and thread counts may differ). Call `close()` to stop worker processes.
-  `dataset` (optional) replaces `get_dataset(data_cfg, data_cfg.train_split)`.
+  `dataset` (optional) replaces `get_dataset(data_cfg, data_cfg.train_split)`; `plan`
+  (optional) is `make_plan(data_cfg, global_batch_size, seed, dataset)` built by the caller,
+  who also reads its epoch lengths (the plan lists the split: build it once per run).
   """
   defaults.validate(data_cfg)
   p, n_proc = _process(process_index, process_count)
@@ -268,7 +275,7 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
   if seed < 0:
     raise ValueError(f"seed={seed}: the loader seed must be >= 0.")
   b = global_batch_size // n_proc
-  plan = sampling.make_plan(data_cfg, global_batch_size, seed, dataset)
+  plan = plan or sampling.make_plan(data_cfg, global_batch_size, seed, dataset)
   params = transforms.AugmentParams.from_config(data_cfg)
   load = _LoadAndAugment(plan.source, params, int(seed), str(data_cfg.on_bad_input))
   mixers = _mixers(data_cfg, plan.source.table)
@@ -292,6 +299,13 @@ def build_train_loader(data_cfg: ml_collections.ConfigDict, *,
 
   return _TrainIterator(make_pipeline, plan,
                         f"{data_cfg.name}/{data_cfg.train_split}")
+
+
+def make_plan(data_cfg: ml_collections.ConfigDict, global_batch_size: int, seed: int,
+              dataset=None) -> sampling.SamplingPlan:
+  """The training sampling plan (split listing, class-uniform pools, epoch lengths)."""
+  defaults.validate(data_cfg)
+  return sampling.make_plan(data_cfg, global_batch_size, seed, dataset)
 
 
 def steps_per_epoch(data_cfg: ml_collections.ConfigDict,

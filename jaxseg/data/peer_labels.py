@@ -8,7 +8,8 @@ import functools
 
 import numpy as np
 
-from jaxseg.data.class_table import IGNORE_INDEX, ClassTable
+from jaxseg.data.class_table import IGNORE_INDEX
+from jaxseg.data.class_table import ClassTable
 
 # ADE20K (SceneParsing / ADEChallengeData2016): the 150 classes of the official objectInfo150
 # table, named by the first synonym of its Name column (as mmsegmentation does; the full entry

@@ -26,7 +26,8 @@ import ml_collections
 import numpy as np
 
 from jaxseg.data import loader as loader_lib
-from jaxseg.data import pictures, transforms
+from jaxseg.data import pictures
+from jaxseg.data import transforms
 
 _MARK = 1  # marker label value (0 elsewhere, 255 where the transforms pad)
 

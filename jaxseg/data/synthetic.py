@@ -24,23 +24,21 @@ import cv2
 import numpy as np
 
 from jaxseg.data import synthetic_objects as objs
-from jaxseg.data.synthetic_canvas import (
-  BUILDING,
-  CAR,
-  PEDESTRIAN,
-  POLE,
-  ROAD,
-  SIDEWALK,
-  SKY,
-  VEGETATION,
-  ZFAR,
-  ZNEAR,
-  Camera,
-  Canvas,
-  compose,
-  jitter,
-  lookup,
-)
+from jaxseg.data.synthetic_canvas import BUILDING
+from jaxseg.data.synthetic_canvas import CAR
+from jaxseg.data.synthetic_canvas import PEDESTRIAN
+from jaxseg.data.synthetic_canvas import POLE
+from jaxseg.data.synthetic_canvas import ROAD
+from jaxseg.data.synthetic_canvas import SIDEWALK
+from jaxseg.data.synthetic_canvas import SKY
+from jaxseg.data.synthetic_canvas import VEGETATION
+from jaxseg.data.synthetic_canvas import ZFAR
+from jaxseg.data.synthetic_canvas import ZNEAR
+from jaxseg.data.synthetic_canvas import Camera
+from jaxseg.data.synthetic_canvas import Canvas
+from jaxseg.data.synthetic_canvas import compose
+from jaxseg.data.synthetic_canvas import jitter
+from jaxseg.data.synthetic_canvas import lookup
 
 __all__ = [
     "BUILDING", "CAR", "CLASS_COLORS", "CLASS_NAMES", "IGNORE_LABEL",

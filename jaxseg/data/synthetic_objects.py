@@ -6,20 +6,18 @@ its only source of randomness, so a scene is a pure function of its seed.
 """
 import numpy as np
 
-from jaxseg.data.synthetic_canvas import (
-  BUILDING,
-  CAR,
-  PEDESTRIAN,
-  POLE,
-  VEGETATION,
-  ZNEAR,
-  Canvas,
-  ellipse_x,
-  jitter,
-  quad_ground,
-  quad_x,
-  quad_z,
-)
+from jaxseg.data.synthetic_canvas import BUILDING
+from jaxseg.data.synthetic_canvas import CAR
+from jaxseg.data.synthetic_canvas import PEDESTRIAN
+from jaxseg.data.synthetic_canvas import POLE
+from jaxseg.data.synthetic_canvas import VEGETATION
+from jaxseg.data.synthetic_canvas import ZNEAR
+from jaxseg.data.synthetic_canvas import Canvas
+from jaxseg.data.synthetic_canvas import ellipse_x
+from jaxseg.data.synthetic_canvas import jitter
+from jaxseg.data.synthetic_canvas import quad_ground
+from jaxseg.data.synthetic_canvas import quad_x
+from jaxseg.data.synthetic_canvas import quad_z
 
 _ALONG = np.array([-0.5, -0.5, 0.5, 0.5])  # Rectangle corners, unit size.
 _UP = np.array([-0.5, 0.5, 0.5, -0.5])

@@ -10,7 +10,11 @@ import sys
 from typing import Sequence
 
 from jaxseg.config import base as config_base
-from jaxseg.export import INPUT_DTYPES, OUTPUTS, check_options, export_segmenter, metadata_path
+from jaxseg.export import INPUT_DTYPES
+from jaxseg.export import OUTPUTS
+from jaxseg.export import check_options
+from jaxseg.export import export_segmenter
+from jaxseg.export import metadata_path
 from jaxseg.inference.segmenter import Segmenter
 from jaxseg.runtime import checkpoint
 

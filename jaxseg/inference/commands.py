@@ -24,7 +24,8 @@ import numpy as np
 import tqdm
 
 from jaxseg import data as data_lib
-from jaxseg.data import datasets, pictures
+from jaxseg.data import datasets
+from jaxseg.data import pictures
 from jaxseg.evaluation import class_share as class_share_lib
 from jaxseg.evaluation import evaluate as evaluate_lib
 from jaxseg.evaluation import report as eval_outputs
@@ -59,7 +60,7 @@ class LoadedModel:
   segmenter: sliding.Segmenter
   model_vars: dict[str, Any]
   info: Any  # data_lib.DatasetInfo
-  table: Any  # labels.ClassTable (train id -> raw id for `pred/`)
+  table: Any  # class_table.ClassTable (train id -> raw id for `pred/`)
   step_dir: pathlib.Path
 
 

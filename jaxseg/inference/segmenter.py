@@ -38,9 +38,10 @@ import ml_collections
 import numpy as np
 
 from jaxseg import data as data_lib
-from jaxseg.data import datasets, peer_labels, pictures
-from jaxseg.data import defaults as data_defaults
+from jaxseg.data import datasets
 from jaxseg.data import labels as labels_lib
+from jaxseg.data import peer_labels
+from jaxseg.data import pictures
 from jaxseg.inference import model as inference_model
 from jaxseg.inference import settings as settings_lib
 from jaxseg.inference import sliding
@@ -83,14 +84,14 @@ def _dataset_for_classes(num_classes: int) -> str | None:
 
 def _set_dataset(config: ml_collections.ConfigDict, dataset: str) -> None:
   """config.data for a dataset name, a built-in class table or a class-table JSON file."""
-  if dataset in data_defaults.DATASET_NAMES:
+  if dataset in datasets.DATASET_NAMES:
     config.data.name = dataset
   elif dataset in labels_lib.BUILTIN_TABLES or dataset.endswith(".json"):
     config.data.name = "folder"
     config.data.class_table = dataset
   else:
     raise ValueError(f"Segmenter: dataset={dataset!r}; expected a dataset name "
-                     f"{data_defaults.DATASET_NAMES}, a built-in class table "
+                     f"{datasets.DATASET_NAMES}, a built-in class table "
                      f"{tuple(labels_lib.BUILTIN_TABLES)} or a class-table .json file")
 
 
@@ -301,7 +302,7 @@ class Segmenter:
       raise ValueError(f"Segmenter.from_pretrained: {name!r} is {what}; pick a segmentation "
                        "checkpoint from `python -m jaxseg.pretrained list`")
     table = entry.class_table
-    if table in data_defaults.DATASET_NAMES or table in labels_lib.BUILTIN_TABLES:
+    if table in datasets.DATASET_NAMES or table in labels_lib.BUILTIN_TABLES:
       kwargs.setdefault("dataset", table)
     return cls.from_checkpoint(pretrained.get(entry), **kwargs)
 

@@ -34,8 +34,10 @@ import math
 from typing import Any, Sequence
 
 from jaxseg.config import base as config_base
+from jaxseg.data import datasets
 from jaxseg.inference.resize import RESIZES
-from jaxseg.inference.tiling import TILE_AVERAGES, TILINGS
+from jaxseg.inference.tiling import TILE_AVERAGES
+from jaxseg.inference.tiling import TILINGS
 
 MODES = ("whole", "sliding", "pooling")
 AVERAGES = ("logits", "softmax", "softmax_resized")
@@ -75,8 +77,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                              average="softmax_resized",
                              tile_average="pixel"),
 }
-# semseg config/<dataset>/*.yaml TEST.base_size.
-SEMSEG_BASE_SIZE = {"cityscapes": 2048, "ade20k": 512, "voc": 512, "voc2012": 512}
 FIELDS = ("mode", "crop_size", "overlap", "scales", "flip", "crop_budget_mpix",
           "aspp_pool_size", "tile_average", "resize", "base_size", "tiling", "average")
 
@@ -125,11 +125,12 @@ def _fill_semseg(fields: dict[str, Any], defaults: Any, preset: str, data_cfg: A
   """semseg's base size and crop (test_h = the train crop) from the dataset unless set."""
   name = str(data_cfg.get("name", "")) if data_cfg is not None else ""
   if fields["base_size"] == defaults["base_size"]:
-    if name not in SEMSEG_BASE_SIZE:
+    known = {n: s.semseg_base_size for n, s in datasets.SPECS.items() if s.semseg_base_size}
+    if name not in known:
       raise ValueError(f"config.eval.preset={preset!r} needs eval.base_size (the longer "
-                       f"side at scale 1; semseg uses {SEMSEG_BASE_SIZE}); dataset "
+                       f"side at scale 1; semseg uses {known}); dataset "
                        f"{name or '(unknown)'!r} has no semseg value")
-    fields["base_size"] = SEMSEG_BASE_SIZE[name]
+    fields["base_size"] = known[name]
   if fields["crop_size"] == defaults["crop_size"]:
     crop = int(data_cfg.get("crop_size", 0)) if data_cfg is not None else 0
     if crop <= 0:

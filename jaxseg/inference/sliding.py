@@ -51,20 +51,25 @@ from jax.sharding import Mesh
 import numpy as np
 
 from jaxseg.evaluation import metrics as metrics_lib
-from jaxseg.inference.resize import RESIZES, resize_back, resize_image, resize_logits, scaled_size
+from jaxseg.inference.resize import RESIZES
+from jaxseg.inference.resize import resize_back
+from jaxseg.inference.resize import resize_image
+from jaxseg.inference.resize import resize_logits
+from jaxseg.inference.resize import scaled_size
 
 # Re-exported: callers (inference.py, tests, benchmarks) use them as `sliding.<name>`.
-from jaxseg.inference.settings import AVERAGES, MODES, InferenceSettings, parse_scales
-from jaxseg.inference.tiling import (
-  TILE_AVERAGES,
-  TILINGS,
-  ScalePlan,
-  make_plans,
-  original_tile_count,
-  semseg_boxes,
-  sliding_boxes,
-  tile_count,
-)
+from jaxseg.inference.settings import AVERAGES
+from jaxseg.inference.settings import MODES
+from jaxseg.inference.settings import InferenceSettings
+from jaxseg.inference.settings import parse_scales
+from jaxseg.inference.tiling import TILE_AVERAGES
+from jaxseg.inference.tiling import TILINGS
+from jaxseg.inference.tiling import ScalePlan
+from jaxseg.inference.tiling import make_plans
+from jaxseg.inference.tiling import original_tile_count
+from jaxseg.inference.tiling import semseg_boxes
+from jaxseg.inference.tiling import sliding_boxes
+from jaxseg.inference.tiling import tile_count
 from jaxseg.models import preprocess
 from jaxseg.runtime import mesh as mesh_lib
 

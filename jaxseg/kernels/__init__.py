@@ -10,8 +10,11 @@ NVIDIA/flownet2-pytorch (see each module's docstring).
 """
 
 from jaxseg.kernels.channelnorm import channel_norm
-from jaxseg.kernels.correlation import correlation, correlation_output_size
-from jaxseg.kernels.resample2d import resample2d, resample2d_pallas, resample2d_xla
+from jaxseg.kernels.correlation import correlation
+from jaxseg.kernels.correlation import correlation_output_size
+from jaxseg.kernels.resample2d import resample2d
+from jaxseg.kernels.resample2d import resample2d_pallas
+from jaxseg.kernels.resample2d import resample2d_xla
 
 __all__ = [
     "channel_norm",

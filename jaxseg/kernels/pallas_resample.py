@@ -24,13 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.kernels import pallas_triton as ptr
-from jaxseg.kernels.resample_math import (
-  accumulation_dtype,
-  bilinear_combine,
-  bilinear_taps,
-  nearest_index,
-  output_dtype,
-)
+from jaxseg.kernels.resample_math import accumulation_dtype
+from jaxseg.kernels.resample_math import bilinear_combine
+from jaxseg.kernels.resample_math import bilinear_taps
+from jaxseg.kernels.resample_math import nearest_index
+from jaxseg.kernels.resample_math import output_dtype
 
 # Elements per (block, cp) tile; tuned by benchmarks/warp.py on GPU.
 DEFAULT_TILE_ELEMENTS = 4096

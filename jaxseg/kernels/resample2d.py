@@ -27,15 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.kernels import pallas_resample, pallas_triton
-from jaxseg.kernels.resample_math import (
-  accumulation_dtype,
-  bilinear_combine,
-  bilinear_taps,
-  nearest_index,
-  output_dtype,
-  position_dtype,
-)
+from jaxseg.kernels import pallas_resample
+from jaxseg.kernels import pallas_triton
+from jaxseg.kernels.resample_math import accumulation_dtype
+from jaxseg.kernels.resample_math import bilinear_combine
+from jaxseg.kernels.resample_math import bilinear_taps
+from jaxseg.kernels.resample_math import nearest_index
+from jaxseg.kernels.resample_math import output_dtype
+from jaxseg.kernels.resample_math import position_dtype
 
 Mode = Literal["bilinear", "nearest"]
 Impl = Literal["auto", "xla", "pallas"]

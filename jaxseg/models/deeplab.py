@@ -17,7 +17,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models.interpolate import resize_bilinear_align_corners
-from jaxseg.models.layers import Conv2d, ReLU, apply_layers, scale_width
+from jaxseg.models.layers import Conv2d
+from jaxseg.models.layers import ReLU
+from jaxseg.models.layers import apply_layers
+from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import make_resnet_trunk
 from jaxseg.models.seresnext import make_seresnext_trunk

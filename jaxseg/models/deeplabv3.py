@@ -23,14 +23,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models.interpolate import resize_bilinear_half_pixel
-from jaxseg.models.layers import (
-  Conv2d,
-  MaxPool2d,
-  ReLU,
-  _he_normal_fan_out,
-  apply_layers,
-  scale_width,
-)
+from jaxseg.models.layers import Conv2d
+from jaxseg.models.layers import MaxPool2d
+from jaxseg.models.layers import ReLU
+from jaxseg.models.layers import _he_normal_fan_out
+from jaxseg.models.layers import apply_layers
+from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import Bottleneck
 from jaxseg.models.spec import ModelSpec

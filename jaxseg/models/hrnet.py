@@ -27,10 +27,15 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.interpolate import resize_bilinear_align_corners, resize_bilinear_half_pixel
-from jaxseg.models.layers import Conv2d, ReLU, apply_layers, scale_width
+from jaxseg.models.interpolate import resize_bilinear_align_corners
+from jaxseg.models.interpolate import resize_bilinear_half_pixel
+from jaxseg.models.layers import Conv2d
+from jaxseg.models.layers import ReLU
+from jaxseg.models.layers import apply_layers
+from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
-from jaxseg.models.resnet import BasicBlock, Bottleneck
+from jaxseg.models.resnet import BasicBlock
+from jaxseg.models.resnet import Bottleneck
 from jaxseg.models.spec import ModelSpec
 
 BN_MOMENTUM = 0.01  # mseg_semantic/model/seg_hrnet.py

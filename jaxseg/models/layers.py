@@ -19,16 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.kernels.grouped_conv import grouped_conv_native
-from jaxseg.models.conv_algorithms import (
-  CONV_IMPLS,
-  conv1x1_gemm,
-  conv_algorithm,
-  conv_grouped_direct,
-  conv_grouped_gemm,
-  conv_strided_tap_gemms,
-  conv_tap_gemms,
-  conv_winograd,
-)
+from jaxseg.models.conv_algorithms import CONV_IMPLS
+from jaxseg.models.conv_algorithms import conv1x1_gemm
+from jaxseg.models.conv_algorithms import conv_algorithm
+from jaxseg.models.conv_algorithms import conv_grouped_direct
+from jaxseg.models.conv_algorithms import conv_grouped_gemm
+from jaxseg.models.conv_algorithms import conv_strided_tap_gemms
+from jaxseg.models.conv_algorithms import conv_tap_gemms
+from jaxseg.models.conv_algorithms import conv_winograd
 from jaxseg.runtime import platforms
 
 Dtype = Any

@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxseg.models.layers import BatchNorm, divisible_groups
+from jaxseg.models.layers import BatchNorm
+from jaxseg.models.layers import divisible_groups
 
 NORM_TYPES = ("batch", "group", "instance", "evonorm_s0")
 DEFAULT_NORM_GROUPS = 32

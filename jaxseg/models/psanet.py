@@ -34,9 +34,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxseg.models.interpolate import resize_bilinear_align_corners
-from jaxseg.models.layers import apply_layers, scale_width
+from jaxseg.models.layers import apply_layers
+from jaxseg.models.layers import scale_width
 from jaxseg.models.psa_mask import psa_mask
-from jaxseg.models.pspnet import AUX_HEADS, CLASSIFIER_KEYS, SemsegNet, conv, conv_bn_relu
+from jaxseg.models.pspnet import AUX_HEADS
+from jaxseg.models.pspnet import CLASSIFIER_KEYS
+from jaxseg.models.pspnet import SemsegNet
+from jaxseg.models.pspnet import conv
+from jaxseg.models.pspnet import conv_bn_relu
 from jaxseg.models.spec import ModelSpec
 
 PSA_TYPES = (0, 1, 2)  # collect, distribute, bi-direction

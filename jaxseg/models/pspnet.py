@@ -24,7 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg.models.interpolate import resize_bilinear_align_corners
-from jaxseg.models.layers import Conv2d, Dropout2d, ReLU, apply_layers, scale_width
+from jaxseg.models.layers import Conv2d
+from jaxseg.models.layers import Dropout2d
+from jaxseg.models.layers import ReLU
+from jaxseg.models.layers import apply_layers
+from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import make_resnet_trunk
 from jaxseg.models.spec import ModelSpec

@@ -10,7 +10,11 @@ from typing import Any
 from flax import nnx
 import jax.numpy as jnp
 
-from jaxseg.models import deeplab, deeplabv3, hrnet, psanet, pspnet
+from jaxseg.models import deeplab
+from jaxseg.models import deeplabv3
+from jaxseg.models import hrnet
+from jaxseg.models import psanet
+from jaxseg.models import pspnet
 from jaxseg.models.resnet import default_cfg
 from jaxseg.models.spec import ModelSpec
 from jaxseg.runtime import precision as precision_lib

@@ -19,17 +19,15 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import (
-  Conv2d,
-  MaxPool2d,
-  ReLU,
-  _he_normal_fan_out,
-  apply_layers,
-  block_output,
-  check_remat,
-  rematerialised,
-  scale_width,
-)
+from jaxseg.models.layers import Conv2d
+from jaxseg.models.layers import MaxPool2d
+from jaxseg.models.layers import ReLU
+from jaxseg.models.layers import _he_normal_fan_out
+from jaxseg.models.layers import apply_layers
+from jaxseg.models.layers import block_output
+from jaxseg.models.layers import check_remat
+from jaxseg.models.layers import rematerialised
+from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
 
 

@@ -13,17 +13,15 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import (
-  Conv2d,
-  MaxPool2d,
-  NamedSequential,
-  ReLU,
-  apply_layers,
-  block_output,
-  divisible_groups,
-  rematerialised,
-  scale_width,
-)
+from jaxseg.models.layers import Conv2d
+from jaxseg.models.layers import MaxPool2d
+from jaxseg.models.layers import NamedSequential
+from jaxseg.models.layers import ReLU
+from jaxseg.models.layers import apply_layers
+from jaxseg.models.layers import block_output
+from jaxseg.models.layers import divisible_groups
+from jaxseg.models.layers import rematerialised
+from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import stage_schedule
 

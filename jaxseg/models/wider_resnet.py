@@ -14,16 +14,14 @@ from typing import Any
 from flax import nnx
 import jax
 
-from jaxseg.models.layers import (
-  Conv2d,
-  Dropout2d,
-  MaxPool2d,
-  NamedSequential,
-  ReLU,
-  block_output,
-  rematerialised,
-  scale_width,
-)
+from jaxseg.models.layers import Conv2d
+from jaxseg.models.layers import Dropout2d
+from jaxseg.models.layers import MaxPool2d
+from jaxseg.models.layers import NamedSequential
+from jaxseg.models.layers import ReLU
+from jaxseg.models.layers import block_output
+from jaxseg.models.layers import rematerialised
+from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
 
 WRN38_STRUCTURE = (3, 3, 6, 3, 1, 1)

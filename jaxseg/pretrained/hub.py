@@ -20,7 +20,8 @@ import shutil
 import sys
 from typing import Any, Iterator
 
-from jaxseg.pretrained import catalog, download
+from jaxseg.pretrained import catalog
+from jaxseg.pretrained import download
 from jaxseg.runtime import files
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*$")

@@ -35,7 +35,8 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxseg.runtime import distributed, variables
+from jaxseg.runtime import distributed
+from jaxseg.runtime import variables
 
 MODEL, TRAIN, DATA_ITER, META = "model", "train", "data_iter", "meta"
 _ITEMS = (MODEL, TRAIN, DATA_ITER, META)
@@ -494,7 +495,7 @@ def _available_steps(step_dir: pathlib.Path) -> list[int]:
                 if p.name.isdigit() and p != step_dir and (p / MODEL).is_dir())
 
 
-def _for_eval(err: DamagedCheckpointError) -> DamagedCheckpointError:
+def with_other_steps(err: DamagedCheckpointError) -> DamagedCheckpointError:
   """The damage, plus the steps `--step` could pick instead."""
   others = _available_steps(err.step_dir)
   hint = (f"; pass --step with another step ({', '.join(map(str, others))})" if others
@@ -515,7 +516,7 @@ def restore_model_variables(path: str | pathlib.Path, model: nnx.Module, *,
   try:
     meta = read_meta(step_dir)
   except DamagedCheckpointError as err:
-    raise _for_eval(err) from None
+    raise with_other_steps(err) from None
   if expected_model and meta.get("model") and meta["model"] != expected_model:
     raise ValueError(f"checkpoint {step_dir} holds model '{meta['model']}' "
                      f"(num_classes={meta.get('num_classes')}), but '{expected_model}' was requested")
@@ -540,7 +541,7 @@ def restore_model_item(step_dir: pathlib.Path, target: Mapping[str, Mapping[str,
         raise
       raise DamagedCheckpointError(step_dir, detail) from None
   except DamagedCheckpointError as err:
-    raise _for_eval(err) from None
+    raise with_other_steps(err) from None
 
 
 def model_layout_problems(step_dir: pathlib.Path, target: Mapping[str, Mapping[str, Any]]

@@ -84,7 +84,10 @@ def _target_device(platform: str, args: Any) -> contextlib.AbstractContextManage
   if (platform != "cuda" or _normalise(jax.default_backend()) == "cuda"
       or _jax_version() < (0, 11)):
     return contextlib.nullcontext()
-  from jax.sharding import AbstractDevice, AbstractMesh, AxisType, NamedSharding
+  from jax.sharding import AbstractDevice
+  from jax.sharding import AbstractMesh
+  from jax.sharding import AxisType
+  from jax.sharding import NamedSharding
   device = AbstractDevice(device_kind=os.environ.get("JAXSEG_LOWERING_GPU", "NVIDIA H200"),
                           num_cores=None, platform="gpu")
   meshes = [leaf.sharding.mesh for leaf in jax.tree.leaves(args)

@@ -17,7 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import kernels
-from jaxseg.sdcnet.flownet_parts import FlowNetC, FlowNetFusion, FlowNetS, FlowNetSD
+from jaxseg.sdcnet.flownet_parts import FlowNetC
+from jaxseg.sdcnet.flownet_parts import FlowNetFusion
+from jaxseg.sdcnet.flownet_parts import FlowNetS
+from jaxseg.sdcnet.flownet_parts import FlowNetSD
 
 # Six stride-2 stages followed by skip concatenations in every sub-network.
 SIZE_MULTIPLE = 64

@@ -35,8 +35,11 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from jaxseg.data.datasets import base, cityscapes
-from jaxseg.sdcnet import convert_weights, flow_providers, warp_step
+from jaxseg.data.datasets import base
+from jaxseg.data.datasets import cityscapes
+from jaxseg.sdcnet import convert_weights
+from jaxseg.sdcnet import flow_providers
+from jaxseg.sdcnet import warp_step
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = cityscapes.FINE_LABEL_SUFFIX

@@ -22,8 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxseg import kernels
-from jaxseg.sdcnet.flownet2 import FlowNet2, check_size
-from jaxseg.sdcnet.flownet_parts import conv, conv2d, deconv
+from jaxseg.sdcnet.flownet2 import FlowNet2
+from jaxseg.sdcnet.flownet2 import check_size
+from jaxseg.sdcnet.flownet_parts import conv
+from jaxseg.sdcnet.flownet_parts import conv2d
+from jaxseg.sdcnet.flownet_parts import deconv
 
 # Constants registered as buffers by the original (published checkpoints carry them too).
 FLOW_MEAN = (-0.94427323, -1.23077035)

@@ -42,7 +42,8 @@ from jaxseg.data.datasets import cityscapes
 from jaxseg.runtime import checkpoint as ckpt_lib
 from jaxseg.runtime import mesh as mesh_lib
 from jaxseg.runtime import tensorboard
-from jaxseg.sdcnet import convert_weights, flow_providers
+from jaxseg.sdcnet import convert_weights
+from jaxseg.sdcnet import flow_providers
 from jaxseg.sdcnet.flownet2 import SIZE_MULTIPLE
 from jaxseg.sdcnet.sdcnet import reconstruction_loss
 

@@ -31,8 +31,9 @@ from jaxseg import data as data_lib
 from jaxseg.evaluation import evaluate as evaluate_lib
 from jaxseg.evaluation import report as eval_outputs
 from jaxseg.runtime import checkpoint as checkpoint_lib
-from jaxseg.runtime import distributed, tensorboard
+from jaxseg.runtime import distributed
 from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.runtime import tensorboard
 from jaxseg.train import class_weights as class_frequency
 from jaxseg.train import init_from as init_from_lib
 from jaxseg.train import losses
@@ -236,7 +237,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   num_classes, info = resolve_num_classes(config)
   mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
   batch_size = global_batch_size(config, mesh)
-  clock = optimizer_lib.EpochClock.from_config(config, batch_size)
+  plan = data_lib.make_plan(config.data, batch_size, config.seed)  # lists the split: once
+  clock = optimizer_lib.EpochClock.from_plan(plan, config.data)
   total_steps = total_train_steps(config, clock, batch_size)
   tx, schedule = optimizer_lib.create_optimizer(config, total_steps, clock)
   start_rlx_off = None  # the loss is built for the epoch the run (re)starts in
@@ -248,7 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                           async_save=config.checkpoint.async_save,
                                           best_metric=config.checkpoint.best_metric or None)
   train_iter = data_lib.build_train_loader(config.data, global_batch_size=batch_size,
-                                                 seed=config.seed)
+                                           seed=config.seed, plan=plan)
   meta = _meta(config, num_classes)
   start, restored = ckpt.restore_latest(meta=meta, model_vars=state.model_vars(),
                                         train_vars=state.train_vars())

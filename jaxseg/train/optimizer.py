@@ -74,15 +74,21 @@ class EpochClock:
     return cls(int(steps_per_epoch), int(steps_per_epoch), None)
 
   @classmethod
+  def from_plan(cls, plan: Any, data_cfg: ml_collections.ConfigDict) -> "EpochClock":
+    """The clock of a training sampling plan (`jaxseg.data.make_plan`)."""
+    s0 = plan.steps(0)
+    if data_cfg.class_uniform_pct <= 0:
+      return cls.uniform(s0)
+    cut = int(data_cfg.max_cu_epoch) + 1
+    return cls(int(s0), int(plan.steps(cut)), cut)
+
+  @classmethod
   def from_config(cls, config: ml_collections.ConfigDict, global_batch_size: int
                   ) -> "EpochClock":
+    """The clock of the run's data (lists the training split: a run that also loads data
+    builds the plan once and calls from_plan)."""
     from jaxseg import data as data_lib  # pylint: disable=g-import-not-at-top (heavy)
-    s0 = data_lib.steps_per_epoch(config.data, global_batch_size, 0)
-    if config.data.class_uniform_pct <= 0:
-      return cls.uniform(s0)
-    cut = int(config.data.max_cu_epoch) + 1
-    return cls(int(s0), int(data_lib.steps_per_epoch(config.data, global_batch_size, cut)),
-               cut)
+    return cls.from_plan(data_lib.make_plan(config.data, global_batch_size, 0), config.data)
 
   @property
   def _cut_step(self) -> int:

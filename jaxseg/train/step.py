@@ -21,14 +21,16 @@ import flax.nnx as nnx
 import flax.struct
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 import optax
 
 from jaxseg.evaluation import metrics as metrics_lib
-from jaxseg.models import preprocess, registry
+from jaxseg.models import preprocess
+from jaxseg.models import registry
 from jaxseg.runtime import mesh as mesh_lib
 from jaxseg.runtime import precision as precision_lib
 from jaxseg.runtime import variables

@@ -7,84 +7,57 @@ returns its `ClassTable` without listing any files.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-import os
 from typing import Any
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as labels_lib
-from jaxseg.data.datasets import (
-  ade20k,
-  base,
-  camvid,
-  cityscapes,
-  folder,
-  kitti,
-  mapillary,
-  multi,
-  pascal_context,
-  synthetic_source,
-  tfds_source,
-  voc,
-)
-from jaxseg.data.datasets.base import Record, SegmentationDataset
-from jaxseg.data.datasets.image_io import BadInputError, read_image, read_label
-
-_BUILDERS: dict[str, Callable[[Any, str], SegmentationDataset]] = {
-    "synthetic": synthetic_source.synthetic_dataset,
-    "camvid": camvid.camvid_dataset,
-    "cityscapes": cityscapes.cityscapes_dataset,
-    "mapillary": mapillary.mapillary_dataset,
-    "kitti": kitti.kitti_dataset,
-    "folder": folder.folder_dataset,
-    "tfds": tfds_source.tfds_dataset,
-    "ade20k": ade20k.ade20k_dataset,
-    "voc": voc.voc_dataset,
-    "pascal_context": pascal_context.pascal_context_dataset,
-    "multi": lambda data_cfg, split: multi.multi_dataset(data_cfg, split, get_dataset),
-}
-DATASET_NAMES = tuple(_BUILDERS)
-
-
-def _name(data_cfg: Any) -> str:
-  name = base.cfg_get(data_cfg, "name")
-  if name not in _BUILDERS:
-    raise ValueError(f'unknown dataset data.name={name!r}; known datasets: '
-                     f'{", ".join(DATASET_NAMES)}')
-  return name
+from jaxseg.data.datasets import ade20k
+from jaxseg.data.datasets import base
+from jaxseg.data.datasets import camvid
+from jaxseg.data.datasets import cityscapes
+from jaxseg.data.datasets import folder
+from jaxseg.data.datasets import kitti
+from jaxseg.data.datasets import mapillary
+from jaxseg.data.datasets import multi
+from jaxseg.data.datasets import pascal_context
+from jaxseg.data.datasets import synthetic_source
+from jaxseg.data.datasets import tfds_source
+from jaxseg.data.datasets import voc
+from jaxseg.data.datasets.base import DatasetSpec
+from jaxseg.data.datasets.base import Record
+from jaxseg.data.datasets.base import SegmentationDataset
+from jaxseg.data.datasets.image_io import BadInputError
+from jaxseg.data.datasets.image_io import read_image
+from jaxseg.data.datasets.image_io import read_label
 
 
 def get_dataset(data_cfg: Any, split: str) -> SegmentationDataset:
   """The `split` of the dataset `data_cfg.name` (see the dataset modules for layouts)."""
-  return _BUILDERS[_name(data_cfg)](data_cfg, split)
+  return get_spec(data_cfg).build(data_cfg, split)
 
 
 def get_class_table(data_cfg: Any) -> table_lib.ClassTable:
-  """The class table of `data_cfg`'s dataset (Mapillary: from root/config.json if present;
-  multi: the universal classes of data.multi.taxonomy)."""
-  name = _name(data_cfg)
-  if name in ("cityscapes", "tfds"):
-    return labels_lib.cityscapes_table()
-  if name == "kitti":
-    return labels_lib.kitti_table()
-  if name == "camvid":
-    return labels_lib.camvid_table()
-  if name == "mapillary":
-    root = base.cfg_get(data_cfg, "root")
-    return mapillary.class_table(os.path.expanduser(root) if root else None,
-                                 base.cfg_get(data_cfg, "mapillary_version", "v1.2"))
-  if name == "folder":
-    return folder.class_table(base.cfg_get(data_cfg, "class_table"))
-  if name == "ade20k":
-    return labels_lib.ade20k_table()
-  if name == "voc":
-    return labels_lib.voc_table()
-  if name == "pascal_context":
-    return pascal_context.class_table(base.cfg_get(data_cfg, "pascal_context_classes", 59))
-  if name == "multi":
-    return multi.class_table(data_cfg)
-  return synthetic_source.class_table()
+  """The class table of `data_cfg`'s dataset, listing no files (Mapillary: from
+  root/config.json if present; multi: the universal classes of data.multi.taxonomy)."""
+  return get_spec(data_cfg).class_table(data_cfg)
 
 
-__all__ = ["BadInputError", "DATASET_NAMES", "Record", "SegmentationDataset", "get_class_table",
-           "get_dataset", "read_image", "read_label"]
+# The one list of datasets: each module declares its own spec.
+SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    synthetic_source.SPEC, camvid.SPEC, cityscapes.SPEC, mapillary.SPEC, kitti.SPEC,
+    folder.SPEC, tfds_source.SPEC, ade20k.SPEC, voc.SPEC, pascal_context.SPEC,
+    multi.spec(get_dataset))}
+DATASET_NAMES = tuple(SPECS)
+
+
+def get_spec(data_cfg: Any) -> DatasetSpec:
+  """The spec of `data_cfg.name`; a one-line error lists the known names."""
+  name = base.cfg_get(data_cfg, "name")
+  if name not in SPECS:
+    raise ValueError(f"unknown dataset data.name={name!r}; known datasets: "
+                     f"{', '.join(DATASET_NAMES)}")
+  return SPECS[name]
+
+
+__all__ = ["BadInputError", "DATASET_NAMES", "DatasetSpec", "Record", "SPECS",
+           "SegmentationDataset", "get_class_table", "get_dataset", "get_spec", "read_image",
+           "read_label"]

@@ -57,3 +57,7 @@ def ade20k_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   return base.SegmentationDataset(records, labels_lib.ade20k_table(), split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name="ade20k")
+
+
+SPEC = base.DatasetSpec("ade20k", ade20k_dataset, lambda data_cfg: labels_lib.ade20k_table(),
+                        semseg_base_size=512)

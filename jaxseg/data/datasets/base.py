@@ -31,6 +31,17 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".
 
 
 @dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Everything jaxseg knows of one dataset, declared once in the dataset's own module (the
+  idea of mmseg's METAINFO): how to build a split, its class table, and protocol metadata.
+  jaxseg/data/datasets/__init__.py lists the specs; nothing else registers a dataset."""
+  name: str  # config.data.name
+  build: Callable[[Any, str], "SegmentationDataset"]  # (data_cfg, split) -> the split
+  class_table: Callable[[Any], table_lib.ClassTable]  # (data_cfg) -> table; lists no files
+  semseg_base_size: int = 0  # hszhao/semseg TEST.base_size (eval preset 'semseg'); 0: none
+
+
+@dataclasses.dataclass(frozen=True)
 class Record:
   """One sample's files.
 

@@ -122,3 +122,6 @@ def camvid_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   return base.SegmentationDataset(records, labels_lib.camvid_table(), split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name="camvid")
+
+
+SPEC = base.DatasetSpec("camvid", camvid_dataset, lambda data_cfg: labels_lib.camvid_table())

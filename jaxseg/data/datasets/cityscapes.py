@@ -42,7 +42,8 @@ import numpy as np
 
 from jaxseg.data import class_table as table_lib
 from jaxseg.data import labels as labels_lib
-from jaxseg.data.datasets import base, image_io
+from jaxseg.data.datasets import base
+from jaxseg.data.datasets import image_io
 
 NUM_CV_SPLITS = 3
 SPLITS = ("train", "val", "trainval", "test", "extra")
@@ -303,3 +304,7 @@ class CityscapesWithInstances(base.SegmentationDataset):
                                f'{rec.label_path} is {sample["label"].shape}', (path,))
     sample["instance"] = instance_train_ids(raw, self.table)
     return sample
+
+
+SPEC = base.DatasetSpec("cityscapes", cityscapes_dataset,
+                        lambda data_cfg: labels_lib.cityscapes_table(), semseg_base_size=2048)

@@ -73,3 +73,7 @@ def folder_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   return base.SegmentationDataset(records, table, split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name=table.name)
+
+
+SPEC = base.DatasetSpec("folder", folder_dataset,
+                        lambda data_cfg: class_table(base.cfg_get(data_cfg, "class_table")))

@@ -81,3 +81,6 @@ def kitti_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   return base.SegmentationDataset(records, labels_lib.kitti_table(), split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name="kitti")
+
+
+SPEC = base.DatasetSpec("kitti", kitti_dataset, lambda data_cfg: labels_lib.kitti_table())

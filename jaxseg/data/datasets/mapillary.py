@@ -107,3 +107,9 @@ def mapillary_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   return base.SegmentationDataset(records, class_table(root, version), split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name="mapillary")
+
+
+SPEC = base.DatasetSpec(
+    "mapillary", mapillary_dataset,
+    lambda data_cfg: class_table(os.path.expanduser(base.cfg_get(data_cfg, "root") or "") or None,
+                                 base.cfg_get(data_cfg, "mapillary_version", "v1.2")))

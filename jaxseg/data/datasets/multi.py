@@ -176,3 +176,10 @@ def multi_dataset(data_cfg: Any, split: str,
     parts.append(Part(key, ds, mapping, mapping.train_lut(), indices))
   return MultiDataset(parts, tax.class_table(), split,
                       on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"))
+
+
+def spec(get_dataset: Callable[[Any, str], Any]) -> base.DatasetSpec:
+  """The multi dataset's spec; its sources are built by the registry's `get_dataset`."""
+  return base.DatasetSpec("multi", lambda data_cfg, split: multi_dataset(data_cfg, split,
+                                                                         get_dataset),
+                          class_table)

@@ -21,7 +21,8 @@ import os
 
 from jaxseg.data import class_table as table_lib
 from jaxseg.data import labels as labels_lib
-from jaxseg.data.datasets import base, voc
+from jaxseg.data.datasets import base
+from jaxseg.data.datasets import voc
 
 SPLITS = ("train", "val", "trainval")
 LABEL_DIR = "SegmentationClassContext"
@@ -69,3 +70,8 @@ def pascal_context_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   return base.SegmentationDataset(make_records(root, split), table, split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name="pascal_context")
+
+
+SPEC = base.DatasetSpec(
+    "pascal_context", pascal_context_dataset,
+    lambda data_cfg: class_table(base.cfg_get(data_cfg, "pascal_context_classes", 59)))

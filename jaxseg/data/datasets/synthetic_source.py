@@ -81,3 +81,6 @@ def synthetic_dataset(data_cfg, split: str) -> SyntheticDataset:
                       seed if split == "train" else seed + num_train)
   return SyntheticDataset(source, split,
                           on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"))
+
+
+SPEC = base.DatasetSpec("synthetic", synthetic_dataset, lambda data_cfg: class_table())

@@ -91,3 +91,6 @@ def tfds_dataset(data_cfg, split: str) -> TfdsSegmentationDataset:
                             data_dir=base.cfg_get(data_cfg, "tfds_data_dir") or None)
   return TfdsSegmentationDataset(source, labels_lib.cityscapes_table(), split, name,
                                  on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"))
+
+
+SPEC = base.DatasetSpec("tfds", tfds_dataset, lambda data_cfg: labels_lib.cityscapes_table())

@@ -221,3 +221,7 @@ def voc_dataset(data_cfg, split: str) -> base.SegmentationDataset:
                          sbd_root=base.cfg_get(data_cfg, "sbd_root") or None)
   return VOCDataset(records, labels_lib.voc_table(), split,
                     on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"), name="voc")
+
+
+SPEC = base.DatasetSpec("voc", voc_dataset, lambda data_cfg: labels_lib.voc_table(),
+                        semseg_base_size=512)
