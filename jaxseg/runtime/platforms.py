@@ -79,8 +79,9 @@ def _jax_version() -> tuple[int, int]:
 def _target_device(platform: str, args: Any) -> contextlib.AbstractContextManager:
   """From jax 0.11, Pallas lowers Triton kernels for the compute capability of the GPU in
   context and fails on a host without one: name the target GPU there ($JAXSEG_LOWERING_GPU,
-  default the H200 the GPU benchmarks run on) through an abstract mesh matching the mesh of
-  the arguments' shardings (a different one is refused as incompatible)."""
+  default the H200 the GPU benchmarks run on) through an abstract mesh. Only for unsharded
+  arguments: an abstract GPU mesh beside arguments sharded over the host's CPU mesh is refused
+  as a mesh mismatch (a sharded program with Pallas kernels lowers for CUDA on a GPU host)."""
   if (platform != "cuda" or _normalise(jax.default_backend()) == "cuda"
       or _jax_version() < (0, 11)):
     return contextlib.nullcontext()
@@ -88,10 +89,10 @@ def _target_device(platform: str, args: Any) -> contextlib.AbstractContextManage
   from jax.sharding import AbstractMesh
   from jax.sharding import AxisType
   from jax.sharding import NamedSharding
+  if any(isinstance(getattr(leaf, "sharding", None), NamedSharding)
+         for leaf in jax.tree.leaves(args)):
+    return contextlib.nullcontext()
   device = AbstractDevice(device_kind=os.environ.get("JAXSEG_LOWERING_GPU", "NVIDIA H200"),
                           num_cores=None, platform="gpu")
-  meshes = [leaf.sharding.mesh for leaf in jax.tree.leaves(args)
-            if isinstance(getattr(leaf, "sharding", None), NamedSharding)]
-  abstract = (meshes[0].abstract_mesh if meshes
-              else AbstractMesh((1,), ("target",), (AxisType.Explicit,)))
-  return jax.sharding.use_abstract_mesh(abstract.update(abstract_device=device))
+  return jax.sharding.use_abstract_mesh(
+      AbstractMesh((1,), ("target",), (AxisType.Auto,), abstract_device=device))
