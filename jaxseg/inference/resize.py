@@ -15,7 +15,7 @@ values differ enough to move mIoU, so each is reproduced exactly:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
@@ -23,13 +23,18 @@ import jax.numpy as jnp
 from jaxseg.inference import pil_resize
 from jaxseg.models import interpolate
 
-if TYPE_CHECKING:  # only annotated: inference_settings imports this module
-  from jaxseg.inference.settings import InferenceSettings
+
+class ResizeSettings(Protocol):
+  """What sizes an image at a scale: these fields of settings.InferenceSettings (a protocol,
+  so that settings.py, which validates against RESIZES, is not imported back)."""
+  resize: str
+  base_size: int
+
 
 RESIZES = ("scale", "long_side", "align_corners")
 
 
-def scaled_size(height: int, width: int, scale: float, settings: "InferenceSettings"
+def scaled_size(height: int, width: int, scale: float, settings: ResizeSettings
                 ) -> tuple[int, int]:
   """The size an (height, width) image is resized to at `scale` under `settings.resize`."""
   if settings.resize == "long_side":  # semseg test.py (Python 3 round: half to even)

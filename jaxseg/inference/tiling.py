@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import fractions
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -34,8 +34,20 @@ import numpy as np
 
 from jaxseg.inference import resize as resize_policy
 
-if TYPE_CHECKING:  # only annotated: inference_settings imports this module
-  from jaxseg.inference.settings import InferenceSettings
+
+class TilingSettings(resize_policy.ResizeSettings, Protocol):
+  """The fields of settings.InferenceSettings that lay out tiles and batches (a protocol:
+  settings.py validates against TILINGS and is not imported back)."""
+  mode: str
+  crop_size: int
+  overlap: float
+  scales: tuple[float, ...]
+  crop_budget_mpix: float
+  tiling: str
+
+  @property
+  def num_variants(self) -> int: ...
+
 
 TILINGS = ("nvidia", "semseg")
 TILE_AVERAGES = ("pixel", "original")
@@ -115,7 +127,7 @@ class ScalePlan:
   pad_tl: tuple[int, int] = (0, 0)  # (top, left) padding
 
 
-def make_plans(height: int, width: int, settings: "InferenceSettings", *,
+def make_plans(height: int, width: int, settings: TilingSettings, *,
                images_per_device: int) -> tuple[ScalePlan, ...]:
   """One `ScalePlan` per scale for (height, width) images."""
   plans = []

@@ -16,26 +16,14 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_align_corners
-from jaxseg.models.layers import Conv2d
-from jaxseg.models.layers import ReLU
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
-from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import make_resnet_trunk
 from jaxseg.models.seresnext import make_seresnext_trunk
 from jaxseg.models.spec import ModelSpec
 from jaxseg.models.wider_resnet import make_wider_resnet38_a2_trunk
-
-
-def _conv(cin, cout, k, *, cfg, rngs, **kw):
-  return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
-
-
-def _conv_bn_relu(cin, cout, k, *, cfg, rngs, **kw) -> nnx.List:
-  return nnx.List([_conv(cin, cout, k, cfg=cfg, rngs=rngs, **kw),
-                   make_norm(cout, cfg), ReLU()])
 
 
 def aspp_rates(output_stride: int, rates: Sequence[int] = (6, 12, 18)) -> tuple[int, ...]:
@@ -52,12 +40,12 @@ class ASPP(nnx.Module):
 
   def __init__(self, in_dim: int, reduction_dim: int, *, output_stride: int,
                cfg: dict[str, Any], rngs: nnx.Rngs):
-    feats = [_conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs)]
+    feats = [nnx.List(adapter.conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs))]
     for r in aspp_rates(output_stride):
-      feats.append(_conv_bn_relu(in_dim, reduction_dim, 3, padding=r, dilation=r, cfg=cfg,
-                                 rngs=rngs))
+      feats.append(nnx.List(adapter.conv_bn_relu(in_dim, reduction_dim, 3, padding=r, dilation=r,
+                                                cfg=cfg, rngs=rngs)))
     self.features = nnx.List(feats)
-    self.img_conv = _conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs)
+    self.img_conv = nnx.List(adapter.conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs))
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     kw = dict(train=train, rngs=rngs)
@@ -78,12 +66,12 @@ class _DecoderHead(nnx.Module):
     w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
     red, fine = w(256), w(48)
     self.aspp = ASPP(high_channels, red, output_stride=aspp_output_stride, cfg=cfg, rngs=rngs)
-    self.bot_fine = _conv(skip_channels, fine, 1, cfg=cfg, rngs=rngs)
-    self.bot_aspp = _conv(5 * red, red, 1, cfg=cfg, rngs=rngs)
+    self.bot_fine = adapter.conv(skip_channels, fine, 1, cfg=cfg, rngs=rngs)
+    self.bot_aspp = adapter.conv(5 * red, red, 1, cfg=cfg, rngs=rngs)
     self.final = nnx.List([
-        *_conv_bn_relu(red + fine, red, 3, padding=1, cfg=cfg, rngs=rngs),
-        *_conv_bn_relu(red, red, 3, padding=1, cfg=cfg, rngs=rngs),
-        _conv(red, num_classes, 1, cfg=cfg, rngs=rngs),
+        *adapter.conv_bn_relu(red + fine, red, 3, padding=1, cfg=cfg, rngs=rngs),
+        *adapter.conv_bn_relu(red, red, 3, padding=1, cfg=cfg, rngs=rngs),
+        adapter.conv(red, num_classes, 1, cfg=cfg, rngs=rngs),
     ])
     self.num_classes = num_classes
 

@@ -16,16 +16,16 @@ conv (and its downsample has stride 1); the other blocks use the new dilation.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_half_pixel
-from jaxseg.models.layers import Conv2d
 from jaxseg.models.layers import MaxPool2d
-from jaxseg.models.layers import ReLU
 from jaxseg.models.layers import _he_normal_fan_out
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
@@ -37,17 +37,6 @@ RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 # replace_stride_with_dilation of layer2..layer4 per output stride.
 DILATE_STAGES = {8: (False, True, True), 16: (False, False, True)}
 ASPP_RATES = (12, 24, 36)  # torchvision's DeepLabHead, whatever the output stride.
-
-
-def _conv(cin: int, cout: int, k: int, *, cfg: dict[str, Any], rngs: nnx.Rngs,
-          **kw) -> Conv2d:
-  return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
-
-
-def _conv_bn_relu(cin: int, cout: int, k: int, *, cfg: dict[str, Any], rngs: nnx.Rngs,
-                  **kw) -> list[nnx.Module]:
-  return [_conv(cin, cout, k, cfg=cfg, rngs=rngs, **kw), make_norm(cout, cfg), ReLU()]
 
 
 class Dropout(nnx.Module):
@@ -82,10 +71,8 @@ class TorchvisionResNet(nnx.Module):
     if output_stride not in DILATE_STAGES:
       raise ValueError(f"TorchvisionResNet: output_stride must be one of "
                        f"{sorted(DILATE_STAGES)}, got {output_stride}")
-    conv = lambda cin, cout, k, **kw: Conv2d(  # noqa: E731  (torchvision: kaiming fan_out)
-        cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-        precision=cfg["precision"], impl=cfg["conv_impl"], kernel_init=_he_normal_fan_out,
-        rngs=rngs, **kw)
+    conv = functools.partial(adapter.conv, cfg=cfg, rngs=rngs,
+                             kernel_init=_he_normal_fan_out)  # torchvision: kaiming fan_out
     stem = scale_width(64, width_multiplier)
     self.conv1 = conv(3, stem, 7, stride=2, padding=3)
     self.bn1 = make_norm(stem, cfg)
@@ -129,15 +116,15 @@ class ASPP(nnx.Module):
   def __init__(self, in_channels: int, rates: tuple[int, ...], out_channels: int, *,
                cfg: dict[str, Any], rngs: nnx.Rngs):
     kw = dict(cfg=cfg, rngs=rngs)
-    branches = [nnx.List(_conv_bn_relu(in_channels, out_channels, 1, **kw))]
-    branches += [nnx.List(_conv_bn_relu(in_channels, out_channels, 3, padding=r, dilation=r,
+    branches = [nnx.List(adapter.conv_bn_relu(in_channels, out_channels, 1, **kw))]
+    branches += [nnx.List(adapter.conv_bn_relu(in_channels, out_channels, 3, padding=r, dilation=r,
                                         **kw)) for r in rates]
     # ASPPPooling = Sequential(AdaptiveAvgPool2d(1), conv, BN, ReLU): keys convs.4.1/.2.
-    branches.append(nnx.List([GlobalAvgPool(), *_conv_bn_relu(in_channels, out_channels, 1,
+    branches.append(nnx.List([GlobalAvgPool(), *adapter.conv_bn_relu(in_channels, out_channels, 1,
                                                               **kw)]))
     self.convs = nnx.List(branches)
-    self.project = nnx.List([*_conv_bn_relu(len(branches) * out_channels, out_channels, 1, **kw),
-                             Dropout(0.5)])
+    self.project = nnx.List([
+        *adapter.conv_bn_relu(len(branches) * out_channels, out_channels, 1, **kw), Dropout(0.5)])
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     kw = dict(train=train, rngs=rngs)
@@ -162,13 +149,13 @@ class DeepLabV3(nnx.Module):
     red = scale_width(256, width_multiplier)
     self.classifier = nnx.List([
         ASPP(self.backbone.out_channels, ASPP_RATES, red, **kw),
-        *_conv_bn_relu(red, red, 3, padding=1, **kw),
-        _conv(red, num_classes, 1, use_bias=True, **kw),
+        *adapter.conv_bn_relu(red, red, 3, padding=1, **kw),
+        adapter.conv(red, num_classes, 1, use_bias=True, **kw),
     ])
     cin = self.backbone.layer3_channels  # FCNHead(in_channels, classes): inter = in // 4.
     self.aux_classifier = nnx.List([
-        *_conv_bn_relu(cin, cin // 4, 3, padding=1, **kw), Dropout(0.1),
-        _conv(cin // 4, num_classes, 1, use_bias=True, **kw),
+        *adapter.conv_bn_relu(cin, cin // 4, 3, padding=1, **kw), Dropout(0.1),
+        adapter.conv(cin // 4, num_classes, 1, use_bias=True, **kw),
     ]) if aux else None
     self.num_classes = num_classes
 

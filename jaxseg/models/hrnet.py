@@ -27,9 +27,9 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_align_corners
 from jaxseg.models.interpolate import resize_bilinear_half_pixel
-from jaxseg.models.layers import Conv2d
 from jaxseg.models.layers import ReLU
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
@@ -48,15 +48,10 @@ def w48_stages() -> tuple[dict[str, Any], ...]:
           dict(num_modules=3, num_blocks=(4, 4, 4, 4), channels=(48, 96, 192, 384)))
 
 
-def _conv(cin: int, cout: int, k: int, *, cfg: dict[str, Any], rngs: nnx.Rngs,
-          **kw) -> Conv2d:
-  return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
-
-
 def _conv_bn(cin: int, cout: int, k: int, *, relu: bool, cfg: dict[str, Any], rngs: nnx.Rngs,
              **kw) -> nnx.List:
-  layers = [_conv(cin, cout, k, padding=k // 2, cfg=cfg, rngs=rngs, **kw), make_norm(cout, cfg)]
+  layers = [adapter.conv(cin, cout, k, padding=k // 2, cfg=cfg, rngs=rngs, **kw),
+            make_norm(cout, cfg)]
   return nnx.List(layers + [ReLU()] if relu else layers)
 
 
@@ -68,7 +63,7 @@ def _basic_blocks(cin: int, cout: int, n: int, *, cfg: dict[str, Any],
     inp = cin if b == 0 else cout
     downsample = None
     if inp != cout:
-      downsample = nnx.List([_conv(inp, cout, 1, cfg=cfg, rngs=rngs), make_norm(cout, cfg)])
+      downsample = nnx.List([adapter.conv(inp, cout, 1, cfg=cfg, rngs=rngs), make_norm(cout, cfg)])
     blocks.append(BasicBlock(inp, cout, cout, stride=1, dilation=1, downsample=downsample,
                              cfg=cfg, rngs=rngs))
   return nnx.List(blocks)
@@ -133,15 +128,15 @@ class HRNet(nnx.Module):
     w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
     kw = dict(cfg=cfg, rngs=rngs)
     stem = w(64)
-    self.conv1 = _conv(3, stem, 3, stride=2, padding=1, **kw)
+    self.conv1 = adapter.conv(3, stem, 3, stride=2, padding=1, **kw)
     self.bn1 = make_norm(stem, cfg)
-    self.conv2 = _conv(stem, stem, 3, stride=2, padding=1, **kw)
+    self.conv2 = adapter.conv(stem, stem, 3, stride=2, padding=1, **kw)
     self.bn2 = make_norm(stem, cfg)
     planes, out = w(64), w(64) * Bottleneck.expansion  # STAGE1: 4 BOTTLENECK blocks of 64.
     layer1 = []
     for b in range(4):
       inp = stem if b == 0 else out
-      downsample = (nnx.List([_conv(inp, out, 1, **kw), make_norm(out, cfg)])
+      downsample = (nnx.List([adapter.conv(inp, out, 1, **kw), make_norm(out, cfg)])
                     if inp != out else None)
       layer1.append(Bottleneck(inp, planes, out, stride=1, dilation=1, downsample=downsample,
                                **kw))
@@ -157,8 +152,8 @@ class HRNet(nnx.Module):
     self.num_stages = len(stages)
     last = sum(pre)
     self.last_layer = nnx.List([
-        _conv(last, last, 1, use_bias=True, **kw), make_norm(last, cfg), ReLU(),
-        _conv(last, num_classes, 1, use_bias=True, **kw)])
+        adapter.conv(last, last, 1, use_bias=True, **kw), make_norm(last, cfg), ReLU(),
+        adapter.conv(last, num_classes, 1, use_bias=True, **kw)])
     self.num_classes = num_classes
 
   @staticmethod

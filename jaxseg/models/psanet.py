@@ -33,6 +33,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_align_corners
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
@@ -40,8 +41,6 @@ from jaxseg.models.psa_mask import psa_mask
 from jaxseg.models.pspnet import AUX_HEADS
 from jaxseg.models.pspnet import CLASSIFIER_KEYS
 from jaxseg.models.pspnet import SemsegNet
-from jaxseg.models.pspnet import conv
-from jaxseg.models.pspnet import conv_bn_relu
 from jaxseg.models.spec import ModelSpec
 
 PSA_TYPES = (0, 1, 2)  # collect, distribute, bi-direction
@@ -54,8 +53,8 @@ def mask_size_for_crop(crop_size: int, shrink_factor: int = 2, compact: bool = F
 
 
 def _attention(mid: int, mask_channels: int, cfg: dict[str, Any], rngs: nnx.Rngs) -> nnx.List:
-  return nnx.List([*conv_bn_relu(mid, mid, 1, cfg=cfg, rngs=rngs),
-                   conv(mid, mask_channels, 1, cfg=cfg, rngs=rngs)])
+  return nnx.List([*adapter.conv_bn_relu(mid, mid, 1, cfg=cfg, rngs=rngs),
+                   adapter.conv(mid, mask_channels, 1, cfg=cfg, rngs=rngs)])
 
 
 class PSA(nnx.Module):
@@ -76,13 +75,14 @@ class PSA(nnx.Module):
     self.mask_size, self.psa_softmax = (mask_h, mask_w), psa_softmax
     self.normalization_factor = float(mask_h * mask_w if normalization_factor is None
                                       else normalization_factor)
-    self.reduce = nnx.List(conv_bn_relu(in_channels, mid_channels, 1, cfg=cfg, rngs=rngs))
+    self.reduce = nnx.List(adapter.conv_bn_relu(in_channels, mid_channels, 1, cfg=cfg, rngs=rngs))
     self.attention = _attention(mid_channels, mask_h * mask_w, cfg, rngs)
     if psa_type == 2:
-      self.reduce_p = nnx.List(conv_bn_relu(in_channels, mid_channels, 1, cfg=cfg, rngs=rngs))
+      self.reduce_p = nnx.List(adapter.conv_bn_relu(in_channels, mid_channels, 1, cfg=cfg,
+                                                    rngs=rngs))
       self.attention_p = _attention(mid_channels, mask_h * mask_w, cfg, rngs)
     proj_in = mid_channels * (2 if psa_type == 2 else 1)
-    self.proj = nnx.List(conv_bn_relu(proj_in, in_channels, 1, cfg=cfg, rngs=rngs))
+    self.proj = nnx.List(adapter.conv_bn_relu(proj_in, in_channels, 1, cfg=cfg, rngs=rngs))
 
   def _mask(self, logits: jax.Array, direction: int) -> jax.Array:
     """(N, h, w, mask) logits -> (N, h, w, h*w) over-the-map rows (NHWC of semseg's y)."""

@@ -23,13 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_align_corners
-from jaxseg.models.layers import Conv2d
 from jaxseg.models.layers import Dropout2d
-from jaxseg.models.layers import ReLU
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
-from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import make_resnet_trunk
 from jaxseg.models.spec import ModelSpec
 
@@ -37,24 +35,12 @@ CLASSIFIER_KEYS = ("cls.4.weight", "cls.4.bias", "aux.4.weight", "aux.4.bias")
 AUX_HEADS = ("aux",)
 
 
-def conv(cin: int, cout: int, k: int, *, cfg: dict[str, Any], rngs: nnx.Rngs,
-         **kw) -> Conv2d:
-  """A Conv2d with the model's dtype / precision / implementation settings."""
-  return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
-
-
-def conv_bn_relu(cin: int, cout: int, k: int, *, cfg: dict[str, Any], rngs: nnx.Rngs,
-                 **kw) -> list[nnx.Module]:
-  return [conv(cin, cout, k, cfg=cfg, rngs=rngs, **kw), make_norm(cout, cfg), ReLU()]
-
-
 def classifier_head(cin: int, mid: int, num_classes: int, dropout: float, *,
                     cfg: dict[str, Any], rngs: nnx.Rngs) -> nnx.List:
   """semseg's `cls` / `aux`: 3x3 conv, BN, ReLU, Dropout2d, 1x1 conv with bias."""
-  return nnx.List([*conv_bn_relu(cin, mid, 3, padding=1, cfg=cfg, rngs=rngs),
+  return nnx.List([*adapter.conv_bn_relu(cin, mid, 3, padding=1, cfg=cfg, rngs=rngs),
                    Dropout2d(dropout),
-                   conv(mid, num_classes, 1, use_bias=True, cfg=cfg, rngs=rngs)])
+                   adapter.conv(mid, num_classes, 1, use_bias=True, cfg=cfg, rngs=rngs)])
 
 
 @functools.lru_cache(maxsize=64)
@@ -99,7 +85,7 @@ class PPM(nnx.Module):
     # Index 0 of each torch branch is the (parameter-free) AdaptiveAvgPool2d; keep the slot
     # so the conv / BN keys are `ppm.features.i.1` / `.2`.
     self.features = nnx.List([
-        nnx.List([_Identity(), *conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs)])
+        nnx.List([_Identity(), *adapter.conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs)])
         for _ in self.bins])
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):

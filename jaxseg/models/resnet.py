@@ -19,7 +19,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import Conv2d
+from jaxseg.models import adapter
 from jaxseg.models.layers import MaxPool2d
 from jaxseg.models.layers import ReLU
 from jaxseg.models.layers import _he_normal_fan_out
@@ -31,11 +31,9 @@ from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
 
 
-def _conv(cin, cout, k, *, cfg, stride=1, padding=0, dilation=1, rngs):
+def _conv(cin, cout, k, *, cfg, rngs, **kw):
   # torchvision ResNet initialises its convs with kaiming_normal(fan_out).
-  return Conv2d(cin, cout, k, stride=stride, padding=padding, dilation=dilation,
-                dtype=cfg["dtype"], param_dtype=cfg["param_dtype"], precision=cfg["precision"],
-                impl=cfg["conv_impl"], kernel_init=_he_normal_fan_out, rngs=rngs)
+  return adapter.conv(cin, cout, k, cfg=cfg, rngs=rngs, kernel_init=_he_normal_fan_out, **kw)
 
 
 def _bn(c, cfg):

@@ -13,7 +13,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from jaxseg.models.layers import Conv2d
+from jaxseg.models import adapter
 from jaxseg.models.layers import MaxPool2d
 from jaxseg.models.layers import NamedSequential
 from jaxseg.models.layers import ReLU
@@ -26,11 +26,6 @@ from jaxseg.models.norms import make_norm
 from jaxseg.models.resnet import stage_schedule
 
 
-def _conv(cin, cout, k, *, cfg, rngs, **kw):
-  return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
-
-
 def _bn(c, cfg):
   return make_norm(c, cfg)
 
@@ -40,8 +35,8 @@ class SEModule(nnx.Module):
 
   def __init__(self, channels: int, reduction: int, *, cfg: dict[str, Any], rngs: nnx.Rngs):
     hidden = max(1, channels // reduction)
-    self.fc1 = _conv(channels, hidden, 1, use_bias=True, cfg=cfg, rngs=rngs)
-    self.fc2 = _conv(hidden, channels, 1, use_bias=True, cfg=cfg, rngs=rngs)
+    self.fc1 = adapter.conv(channels, hidden, 1, use_bias=True, cfg=cfg, rngs=rngs)
+    self.fc2 = adapter.conv(hidden, channels, 1, use_bias=True, cfg=cfg, rngs=rngs)
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     del train, rngs
@@ -56,12 +51,12 @@ class SEResNeXtBottleneck(nnx.Module):
   def __init__(self, inplanes: int, width: int, groups: int, out: int, *, reduction: int,
                stride: int, dilation: int, downsample: nnx.List | None, cfg: dict[str, Any],
                rngs: nnx.Rngs):
-    self.conv1 = _conv(inplanes, width, 1, cfg=cfg, rngs=rngs)
+    self.conv1 = adapter.conv(inplanes, width, 1, cfg=cfg, rngs=rngs)
     self.bn1 = _bn(width, cfg)
-    self.conv2 = _conv(width, width, 3, stride=stride, padding=dilation, dilation=dilation,
+    self.conv2 = adapter.conv(width, width, 3, stride=stride, padding=dilation, dilation=dilation,
                        groups=groups, cfg=cfg, rngs=rngs)
     self.bn2 = _bn(width, cfg)
-    self.conv3 = _conv(width, out, 1, cfg=cfg, rngs=rngs)
+    self.conv3 = adapter.conv(width, out, 1, cfg=cfg, rngs=rngs)
     self.bn3 = _bn(out, cfg)
     self.se_module = SEModule(out, reduction, cfg=cfg, rngs=rngs)
     self.downsample = downsample
@@ -95,7 +90,7 @@ def make_seresnext_trunk(depth: int, *, output_stride: int, width_multiplier: fl
   sched = stage_schedule(output_stride)
   stem = scale_width(64, width_multiplier)
   modules: dict[str, nnx.Module] = {"layer0": NamedSequential([
-      ("conv1", _conv(3, stem, 7, stride=2, padding=3, cfg=cfg, rngs=rngs)),
+      ("conv1", adapter.conv(3, stem, 7, stride=2, padding=3, cfg=cfg, rngs=rngs)),
       ("bn1", _bn(stem, cfg)),
       ("relu1", ReLU()),
       # Caffe-compatible pooling: ceil_mode=True and no padding.
@@ -114,7 +109,7 @@ def make_seresnext_trunk(depth: int, *, output_stride: int, width_multiplier: fl
       s = stride if b == 0 else 1
       downsample = None
       if b == 0 and (s != 1 or inplanes != out):
-        downsample = nnx.List([_conv(inplanes, out, 1, stride=s, cfg=cfg, rngs=rngs),
+        downsample = nnx.List([adapter.conv(inplanes, out, 1, stride=s, cfg=cfg, rngs=rngs),
                                _bn(out, cfg)])
       blocks.append(SEResNeXtBottleneck(inplanes, width, g, out, reduction=reduction, stride=s,
                                         dilation=dilation, downsample=downsample, cfg=cfg,

@@ -14,7 +14,7 @@ from typing import Any
 from flax import nnx
 import jax
 
-from jaxseg.models.layers import Conv2d
+from jaxseg.models import adapter
 from jaxseg.models.layers import Dropout2d
 from jaxseg.models.layers import MaxPool2d
 from jaxseg.models.layers import NamedSequential
@@ -27,11 +27,6 @@ from jaxseg.models.norms import make_norm
 WRN38_STRUCTURE = (3, 3, 6, 3, 1, 1)
 WRN38_CHANNELS = ((128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024, 2048),
                   (1024, 2048, 4096))
-
-
-def _conv(cin, cout, k, *, cfg, rngs, **kw):
-  return Conv2d(cin, cout, k, dtype=cfg["dtype"], param_dtype=cfg["param_dtype"],
-                precision=cfg["precision"], impl=cfg["conv_impl"], rngs=rngs, **kw)
 
 
 def bnrelu(channels: int, cfg: dict[str, Any]) -> nnx.List:
@@ -50,28 +45,28 @@ class IdentityResidualBlock(nnx.Module):
     self.bn1 = bnrelu(in_channels, cfg)
     if len(channels) == 2:
       layers = [
-          ("conv1", _conv(in_channels, channels[0], 3, stride=stride, padding=dilation,
+          ("conv1", adapter.conv(in_channels, channels[0], 3, stride=stride, padding=dilation,
                           dilation=dilation, cfg=cfg, rngs=rngs)),
           ("bn2", bnrelu(channels[0], cfg)),
-          ("conv2", _conv(channels[0], channels[1], 3, padding=dilation, dilation=dilation,
+          ("conv2", adapter.conv(channels[0], channels[1], 3, padding=dilation, dilation=dilation,
                           cfg=cfg, rngs=rngs)),
       ]
       drop_at = 2
     else:
       layers = [
-          ("conv1", _conv(in_channels, channels[0], 1, stride=stride, cfg=cfg, rngs=rngs)),
+          ("conv1", adapter.conv(in_channels, channels[0], 1, stride=stride, cfg=cfg, rngs=rngs)),
           ("bn2", bnrelu(channels[0], cfg)),
-          ("conv2", _conv(channels[0], channels[1], 3, padding=dilation, dilation=dilation,
+          ("conv2", adapter.conv(channels[0], channels[1], 3, padding=dilation, dilation=dilation,
                           cfg=cfg, rngs=rngs)),
           ("bn3", bnrelu(channels[1], cfg)),
-          ("conv3", _conv(channels[1], channels[2], 1, cfg=cfg, rngs=rngs)),
+          ("conv3", adapter.conv(channels[1], channels[2], 1, cfg=cfg, rngs=rngs)),
       ]
       drop_at = 4
     if dropout is not None:
       layers.insert(drop_at, ("dropout", Dropout2d(dropout)))
     self.convs = NamedSequential(layers)
     need_proj = stride != 1 or in_channels != channels[-1]
-    self.proj_conv = (_conv(in_channels, channels[-1], 1, stride=stride, cfg=cfg, rngs=rngs)
+    self.proj_conv = (adapter.conv(in_channels, channels[-1], 1, stride=stride, cfg=cfg, rngs=rngs)
                       if need_proj else None)
     self.remat = cfg.get("remat", "none") == "block"
 
@@ -93,7 +88,7 @@ def make_wider_resnet38_a2_trunk(*, width_multiplier: float, cfg: dict[str, Any]
   w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
   stem = w(64)
   modules: dict[str, nnx.Module] = {
-      "mod1": NamedSequential([("conv1", _conv(3, stem, 3, padding=1, cfg=cfg, rngs=rngs))]),
+      "mod1": NamedSequential([("conv1", adapter.conv(3, stem, 3, padding=1, cfg=cfg, rngs=rngs))]),
       "pool2": MaxPool2d(3, 2, padding=1),
       "pool3": MaxPool2d(3, 2, padding=1),
   }

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from jaxseg.data import defaults
-from jaxseg.data import labels as L
 from jaxseg.data import peer_labels
 from jaxseg.data.datasets import BadInputError
 from jaxseg.data.datasets import get_class_table
