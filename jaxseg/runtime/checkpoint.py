@@ -18,13 +18,9 @@ is restored, and a full disk raises NoSpaceError naming the step and directory.
 """
 from __future__ import annotations
 
-import collections
-import errno
 import json
-import logging as py_logging
 import math
 import pathlib
-import re
 import shutil
 from typing import Any, Iterable, Mapping
 
@@ -37,149 +33,21 @@ import orbax.checkpoint as ocp
 
 from jaxseg.runtime import distributed
 from jaxseg.runtime import variables
-
-MODEL, TRAIN, DATA_ITER, META = "model", "train", "data_iter", "meta"
-_ITEMS = (MODEL, TRAIN, DATA_ITER, META)
-DAMAGED_SUFFIX = "_damaged"  # <checkpoints>_damaged/<step>: steps a resume could not read
-
-# Run settings a resume must share with its checkpoint (beyond the array layouts), and the
-# model overrides that only choose how the same network computes (free to change on resume).
-_RUN_KEYS = (("model",), ("num_classes",), ("config", "model", "overrides"),
-             ("config", "data", "name"))
-_COMPUTE_ONLY_OVERRIDES = frozenset({"precision", "conv_impl"})
-# TensorStore/orbax wording of a read that failed on the files themselves.
-_READ_FAILURE = re.compile(
-    r"(OUT_OF_RANGE|DATA_LOSS|NOT_FOUND|FAILED_PRECONDITION|INVALID_ARGUMENT|UNKNOWN): "
-    r"Error (reading|opening)|Truncated|corrupt|Encountered error while reading", re.I)
-_TS_READ = re.compile(r'([A-Z_]+): Error (?:reading|opening) "([^"]+)"')
-
-
-class DamagedCheckpointError(RuntimeError):
-  """A checkpoint step whose files cannot be read back (truncated, deleted or corrupt)."""
-
-  def __init__(self, step_dir: pathlib.Path, detail: str):
-    self.step_dir = pathlib.Path(step_dir)
-    self.detail = detail
-    super().__init__(f"checkpoint step {self.step_dir.name} under {self.step_dir.parent} is "
-                     f"damaged: {detail}")
-
-
-class CheckpointMismatchError(ValueError):
-  """A resume into a checkpoint written by another model, width, dataset or optimizer."""
-
-
-class NoSpaceError(OSError):
-  """ENOSPC while writing a checkpoint (the partial step directory has been removed)."""
-
-  def __init__(self, step: int, directory: pathlib.Path):
-    super().__init__(errno.ENOSPC, f"no space left on device while writing checkpoint {step} "
-                     f"under {directory}")
-    self.step = step
-    self.directory = directory
-
-  def __str__(self) -> str:
-    return str(self.strerror)
-
-
-# ------------------------------------------------------------------------------ log noise --
-class _ExpectedOrbaxNoise(py_logging.Filter):
-  """Drops orbax log records that are expected here, and only those.
-
-  * 'Metadata file does not exist: <item>/_CHECKPOINT_METADATA': orbax looks for step metadata
-    inside item directories, which never have it (a missing one at step level still shows).
-  * orbax's background-thread and asyncio records of a failed write for lack of disk space:
-    the save that failed is reported once, in one line, by NoSpaceError.
-  * orbax's record of a KeyboardInterrupt (a second Ctrl-C) that landed in its wait for a
-    save: the trainer reports the interruption itself.
-  """
-
-  _ITEM_METADATA = re.compile(r"/(%s)/_CHECKPOINT_METADATA$" % "|".join(_ITEMS))
-
-  def filter(self, record: py_logging.LogRecord) -> bool:
-    if record.msg == "Metadata file does not exist: %s" and record.args:
-      return not self._ITEM_METADATA.search(str(record.args[0]))
-    from_orbax = "orbax" in record.pathname or record.name == "asyncio"
-    if from_orbax and record.levelno >= py_logging.ERROR:
-      if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
-        return False  # a second Ctrl-C inside orbax's wait: the trainer reports it
-      text = record.getMessage()
-      if record.exc_info and record.exc_info[1] is not None:
-        text += " " + " ".join(str(e) for e in _exception_chain(record.exc_info[1]))
-      return not _mentions_no_space(text)
-    return True
-
-
-def _install_log_filter() -> None:
-  for name in ("absl", "asyncio"):
-    logger = py_logging.getLogger(name)
-    if not any(isinstance(f, _ExpectedOrbaxNoise) for f in logger.filters):
-      logger.addFilter(_ExpectedOrbaxNoise())
-
-
-_install_log_filter()
-
-
-# ------------------------------------------------------------------------ error helpers --
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-  seen: list[BaseException] = []
-  while exc is not None and exc not in seen:
-    seen.append(exc)
-    exc = exc.__cause__ or exc.__context__
-  return seen
-
-
-def _mentions_no_space(text: str) -> bool:
-  return "No space left on device" in text or "os_error_code='28'" in text
-
-
-def is_no_space(exc: BaseException) -> bool:
-  """Whether `exc` (or what it wraps) is ENOSPC, as an OSError or a TensorStore status."""
-  return any((isinstance(e, OSError) and e.errno == errno.ENOSPC) or _mentions_no_space(str(e))
-             for e in _exception_chain(exc))
-
-
-def _read_failure(exc: BaseException, item_dir: pathlib.Path) -> str | None:
-  """A one-line account of `exc` when it is a failed read of the files in `item_dir`, else
-  None (an error that is not about the files, e.g. out of memory, is no sign of damage)."""
-  chain = _exception_chain(exc)
-  for e in chain:
-    if isinstance(e, json.JSONDecodeError):
-      return f"{item_dir / 'metadata'} is not valid JSON ({e.msg} at byte {e.pos})"
-    if isinstance(e, (FileNotFoundError, UnicodeDecodeError)):
-      return f"{getattr(e, 'filename', None) or item_dir}: {e}"
-  messages = [str(e).splitlines()[0] for e in chain if str(e)]
-  # The innermost TensorStore status names the variable and the file; orbax's wrapper does not.
-  for message in sorted(messages, key=lambda m: not _TS_READ.match(m)):
-    if not _READ_FAILURE.search(message):
-      continue
-    status = _TS_READ.match(message)
-    if not status:
-      return f"reading {item_dir} failed ({_shorten(message)})"
-    where = re.search(r'local file "([^"]+)"', message)
-    reason = message.rsplit('": ', 1)[-1]
-    variable = re.sub(r"/[\d.]+$", "", status.group(2))  # drop the chunk index
-    return (f"reading {variable} from {where.group(1) if where else item_dir} failed "
-            f"({status.group(1)}: {_shorten(reason)})")
-  return None
-
-
-def _unreadable_layout(item_dir: pathlib.Path) -> str:
-  """Why orbax found no arrays in `item_dir`: the first missing or broken index file."""
-  if not item_dir.is_dir():
-    return f"{item_dir} is missing"
-  metadata = item_dir / "_METADATA"
-  try:
-    json.loads(metadata.read_text())
-  except (OSError, ValueError):
-    return f"{metadata} is missing or not valid JSON"
-  for name in ("manifest.ocdbt", "d"):
-    if not (item_dir / name).exists():
-      return f"{item_dir / name} is missing"
-  return f"the array index under {item_dir} (manifest.ocdbt, d/) cannot be read"
-
-
-def _shorten(text: str, limit: int = 160) -> str:
-  return text if len(text) <= limit else text[:limit - 3] + "..."
+from jaxseg.runtime.checkpoint_format import DAMAGED_SUFFIX
+from jaxseg.runtime.checkpoint_format import DATA_ITER
+from jaxseg.runtime.checkpoint_format import ITEMS
+from jaxseg.runtime.checkpoint_format import META
+from jaxseg.runtime.checkpoint_format import MODEL
+from jaxseg.runtime.checkpoint_format import TRAIN
+from jaxseg.runtime.checkpoint_format import DamagedCheckpointError
+from jaxseg.runtime.checkpoint_format import NoSpaceError
+from jaxseg.runtime.checkpoint_format import is_no_space
+from jaxseg.runtime.checkpoint_format import read_failure
+from jaxseg.runtime.checkpoint_format import with_other_steps
+from jaxseg.runtime.checkpoint_layout import CheckpointMismatchError
+from jaxseg.runtime.checkpoint_layout import model_layout_problems
+from jaxseg.runtime.checkpoint_layout import run_differences
+from jaxseg.runtime.checkpoint_layout import train_layout_problems
 
 
 def _abstract(tree: Any) -> Any:
@@ -198,12 +66,6 @@ def _any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return flag
   return bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
-
-
-def _stored_tree(item_dir: pathlib.Path) -> Any:
-  stored = ocp.PyTreeCheckpointer().metadata(item_dir)
-  stored = getattr(stored, "item_metadata", stored)
-  return getattr(stored, "tree", stored)
 
 
 # ---------------------------------------------------------------------------- retention --
@@ -242,7 +104,7 @@ class CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None, enable_async_checkpointing=async_save, create=not read_only,
         read_only=read_only)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
     self._scores: dict[int, float] | None = None  # read from the steps' meta on first prune
     self._writing: int | None = None  # the step an async save may still be committing
     self._failed = False
@@ -356,7 +218,7 @@ class CheckpointManager:
       try:
         restored[name] = self._manager.restore(step, args=ocp.args.Composite(**{name: arg}))[name]
       except Exception as err:  # pylint: disable=broad-except
-        detail = _read_failure(err, self.directory / str(step) / name)
+        detail = read_failure(err, self.directory / str(step) / name)
         if detail is None:
           raise
         raise DamagedCheckpointError(self.directory / str(step), detail) from None
@@ -484,24 +346,10 @@ def read_meta(step_dir: pathlib.Path) -> dict[str, Any]:
   try:
     return dict(ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(meta_dir))
   except Exception as err:  # pylint: disable=broad-except
-    detail = _read_failure(err, meta_dir)
+    detail = read_failure(err, meta_dir)
     if detail is None:
       raise
     raise DamagedCheckpointError(step_dir, detail) from None
-
-
-def _available_steps(step_dir: pathlib.Path) -> list[int]:
-  return sorted(int(p.name) for p in step_dir.parent.iterdir()
-                if p.name.isdigit() and p != step_dir and (p / MODEL).is_dir())
-
-
-def with_other_steps(err: DamagedCheckpointError) -> DamagedCheckpointError:
-  """The damage, plus the steps `--step` could pick instead."""
-  others = _available_steps(err.step_dir)
-  hint = (f"; pass --step with another step ({', '.join(map(str, others))})" if others
-          else "; no other step is available in that directory")
-  return DamagedCheckpointError(err.step_dir, err.detail + hint)
-
 
 def restore_model_variables(path: str | pathlib.Path, model: nnx.Module, *,
                             step: int | None = None, expected_model: str | None = None
@@ -536,92 +384,9 @@ def restore_model_item(step_dir: pathlib.Path, target: Mapping[str, Mapping[str,
     try:
       return ocp.StandardCheckpointer().restore(step_dir / MODEL, _abstract(dict(target)))
     except Exception as err:  # pylint: disable=broad-except
-      detail = _read_failure(err, step_dir / MODEL)
+      detail = read_failure(err, step_dir / MODEL)
       if detail is None:
         raise
       raise DamagedCheckpointError(step_dir, detail) from None
   except DamagedCheckpointError as err:
     raise with_other_steps(err) from None
-
-
-def model_layout_problems(step_dir: pathlib.Path, target: Mapping[str, Mapping[str, Any]]
-                          ) -> list[str]:
-  """Differences between the stored `model` item's keys/shapes and `target`'s, as sentences;
-  DamagedCheckpointError when the stored layout cannot be read."""
-  item_dir = pathlib.Path(step_dir) / MODEL
-  try:
-    stored = _stored_tree(item_dir)
-  except Exception as err:  # pylint: disable=broad-except
-    raise DamagedCheckpointError(step_dir, _read_failure(err, item_dir)
-                                 or _unreadable_layout(item_dir)) from None
-  have = {g: dict(stored.get(g, {}) or {}) if hasattr(stored, "get") else {}
-          for g in ("params", "batch_stats")}
-  if not have["params"]:  # orbax answers an unreadable index with an empty tree
-    raise DamagedCheckpointError(step_dir, _unreadable_layout(item_dir))
-  problems = []
-  for group in ("params", "batch_stats"):
-    problems += [f"{group}: {p}" for p in layout_problems(target[group], have[group])]
-  return problems
-
-
-def train_layout_problems(step_dir: pathlib.Path, target: Any) -> list[str]:
-  """How the stored `train` item (optimizer state, counters) differs from `target`: the
-  multiset of array shapes, which changes with the optimizer, precision or model."""
-  item_dir = pathlib.Path(step_dir) / TRAIN
-  try:
-    stored = jax.tree.leaves(_stored_tree(item_dir))
-  except Exception as err:  # pylint: disable=broad-except
-    raise DamagedCheckpointError(step_dir, _read_failure(err, item_dir)
-                                 or _unreadable_layout(item_dir)) from None
-  if not stored:
-    raise DamagedCheckpointError(step_dir, _unreadable_layout(item_dir))
-  have = collections.Counter(tuple(getattr(x, "shape", ())) for x in stored)
-  want = collections.Counter(tuple(np.shape(x)) for x in jax.tree.leaves(target))
-  if have == want:
-    return []
-  return [f"training state of {sum(have.values())} arrays, this run has {sum(want.values())} "
-          "(another optimizer, precision or model?)"]
-
-
-def run_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-  """The run settings (model, width and other overrides, class count, dataset) in which two
-  checkpoint metas differ, as 'key: checkpoint X, this run Y'; keys either lacks are skipped."""
-  differences = []
-  for path in _RUN_KEYS:
-    a, b = _lookup(stored, path), _lookup(current, path)
-    if a is None or b is None:
-      continue
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-      for key in sorted((set(a) | set(b)) - _COMPUTE_ONLY_OVERRIDES):
-        if a.get(key) != b.get(key):
-          differences.append(f"{'.'.join(path[1:] + (key,))}: checkpoint {a.get(key)!r}, "
-                             f"this run {b.get(key)!r}")
-    elif a != b:
-      differences.append(f"{'.'.join(path[1:] if len(path) > 1 else path)}: checkpoint {a!r}, "
-                         f"this run {b!r}")
-  return differences
-
-
-def _lookup(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-  for key in path:
-    if not isinstance(tree, Mapping) or key not in tree:
-      return None
-    tree = tree[key]
-  return tree
-
-
-def layout_problems(want: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
-  """Missing, unexpected and shape-mismatched keys of `have` against `want`, as sentences."""
-  shape = lambda x: tuple(getattr(x, "shape", np.shape(x)))
-  missing = sorted(set(want) - set(have))
-  unexpected = sorted(set(have) - set(want))
-  mismatched = [(k, shape(have[k]), shape(want[k])) for k in sorted(want)
-                if k in have and shape(have[k]) != shape(want[k])]
-  problems = []
-  if missing:
-    problems.append(f"{len(missing)} missing, e.g. {missing[:3]}")
-  if unexpected:
-    problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[:3]}")
-  if mismatched:
-    problems.append(f"shape mismatch (key, stored, model) e.g. {mismatched[:3]}")
-  return problems
