@@ -262,7 +262,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   elif config.init_from:
     state = _init_from(config, state, fns, mesh)
   start = int(jax.device_get(state.step))
-  writer = tensorboard.SummaryWriter(workdir / "tensorboard") if is_main else None
+  # A resumed run hides in TensorBoard what the interrupted one logged after its checkpoint.
+  writer = (tensorboard.SummaryWriter(workdir / "tensorboard",
+                                      purge_step=start + 1 if restored is not None else None)
+            if is_main else None)
   rng = jax.random.key(config.seed + 1)
   preemption = _Preemption(config.train.get("preemption_sync_every", 10),
                            where=lambda: _last_committed(ckpt))

@@ -55,6 +55,13 @@ def test_resume_equals_uninterrupted(tmp_path):
   assert sorted(a) == sorted(b)
   for key in a:
     np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+  # TensorBoard purges what the first run logged after step 2 (SessionLog START at step 3).
+  from tensorboardX.proto import event_pb2
+  purges = [event.step for path in (tmp_path / "resumed" / "tensorboard").glob("events.*")
+            for event in map(event_pb2.Event.FromString,
+                             tensorboard._records(path.read_bytes(), path))
+            if event.session_log.status == event_pb2.SessionLog.START]
+  assert purges == [3]
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):
