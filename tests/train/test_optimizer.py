@@ -181,6 +181,26 @@ def test_errors_name_the_option():
       optimizer_lib.learning_rate_schedule(_config(**{key: value}), 10)
 
 
+def _run_side_by_side(tx, opt, init, grads, before_step=None):
+  """The same gradients through optax `tx` and a torch optimizer `opt` built over
+  torch Parameters of `init`: (jax params, torch params) after every step. `before_step(step)`
+  runs first at each step (e.g. a scheduler's epoch step)."""
+  tparams = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
+  opt = opt(list(tparams.values()))
+  params = jax.tree.map(jnp.asarray, init)
+  state = tx.init(params)
+  update = jax.jit(lambda g, s, p, step: tx.update(g, s, p, step=step))
+  for step, g in enumerate(grads):
+    if before_step is not None:
+      before_step(opt, step)
+    for k, p in tparams.items():
+      p.grad = torch.tensor(g[k])
+    opt.step()
+    updates, state = update(jax.tree.map(jnp.asarray, g), state, params, jnp.asarray(step))
+    params = optax.apply_updates(params, updates)
+  return params, {k: v.detach().numpy() for k, v in tparams.items()}
+
+
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_equals_torch_sgd_with_lambdalr(nesterov):
   clock = optimizer_lib.EpochClock.uniform(2)
@@ -194,24 +214,20 @@ def test_sgd_equals_torch_sgd_with_lambdalr(nesterov):
   grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in init.items()}
            for _ in range(6)]
 
-  tparams = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
-  opt = torch.optim.SGD(list(tparams.values()), lr=0.05, momentum=0.9, weight_decay=1e-2,
-                        nesterov=nesterov)
-  sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda=_original_lambda("poly", 3))
-  params = jax.tree.map(jnp.asarray, init)
-  state = tx.init(params)
-  update = jax.jit(lambda g, s, p, step: tx.update(g, s, p, step=step))
-  for step, g in enumerate(grads):
-    if step % 2 == 0:  # a new epoch
-      _step_quietly(sched)
-    for k, p in tparams.items():
-      p.grad = torch.tensor(g[k])
-    opt.step()
-    updates, state = update(jax.tree.map(jnp.asarray, g), state, params, jnp.asarray(step))
-    params = optax.apply_updates(params, updates)
+  schedulers = {}
+
+  def new_epoch(opt, step):
+    if step % 2 == 0:  # the original steps its LambdaLR before each epoch
+      if not schedulers:
+        schedulers["lr"] = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda=_original_lambda("poly", 3))
+      _step_quietly(schedulers["lr"])
+
+  params, want = _run_side_by_side(
+      tx, lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2,
+                                     nesterov=nesterov), init, grads, new_epoch)
   for k in init:
-    np.testing.assert_allclose(np.asarray(params[k]), tparams[k].detach().numpy(), rtol=2e-6,
-                               atol=1e-7, err_msg=k)
+    np.testing.assert_allclose(np.asarray(params[k]), want[k], rtol=2e-6, atol=1e-7, err_msg=k)
 
 
 def test_update_without_step_is_refused():
@@ -283,20 +299,9 @@ def test_adam_family_equals_torch_with_weight_decay(name):
   # Shrinking gradients: AMSGrad's max(v) then differs from v (and from optax's corrected max).
   grads = [{k: (rng.normal(size=v.shape) * 4.0 ** -i).astype(np.float32)
             for k, v in init.items()} for i in range(6)]
-  tparams = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in init.items()}
-  opt = _torch_adam(name, list(tparams.values()), 0.05, 0.1)
-  params = jax.tree.map(jnp.asarray, init)
-  state = tx.init(params)
-  update = jax.jit(lambda g, s, p, step: tx.update(g, s, p, step=step))
-  for step, g in enumerate(grads):
-    for k, p in tparams.items():
-      p.grad = torch.tensor(g[k])
-    opt.step()
-    updates, state = update(jax.tree.map(jnp.asarray, g), state, params, jnp.asarray(step))
-    params = optax.apply_updates(params, updates)
+  params, want = _run_side_by_side(tx, lambda ps: _torch_adam(name, ps, 0.05, 0.1), init, grads)
   for k in init:
-    np.testing.assert_allclose(np.asarray(params[k]), tparams[k].detach().numpy(), rtol=1e-5,
-                               atol=1e-6, err_msg=k)
+    np.testing.assert_allclose(np.asarray(params[k]), want[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 def _torch_lrs(make_scheduler, steps, lr=0.1):
