@@ -55,10 +55,10 @@ def _settings(mode: str, args: argparse.Namespace):
   crop = args.crop_size or args.height
   common = dict(crop_size=crop, crop_budget_mpix=args.crop_budget_mpix)
   if mode == "whole":
-    return sliding.InferenceSettings(mode="whole", **common)
+    return sliding.InferenceSettings.of(mode="whole", **common)
   if mode == "sliding":
-    return sliding.InferenceSettings(mode="sliding", **common)
-  return sliding.InferenceSettings(mode="sliding", scales=args.scales, flip=True, **common)
+    return sliding.InferenceSettings.of(mode="sliding", **common)
+  return sliding.InferenceSettings.of(mode="sliding", scales=args.scales, flip=True, **common)
 
 
 def _peak_memory() -> dict[str, Any]:

@@ -255,3 +255,10 @@ def table_from_mapillary_config(config: Mapping[str, Any], source: str = "config
     else:
       mapping[raw] = IGNORE_INDEX
   return ClassTable.build(name, names, colors, mapping)
+
+
+def identity_table(name: str, class_names: Sequence[str], colors: Any) -> ClassTable:
+  """Table for labels that already hold train ids 0..K-1 and 255 (e.g. synthetic data)."""
+  mapping = {i: i for i in range(len(class_names))}
+  mapping[IGNORE_INDEX] = IGNORE_INDEX
+  return ClassTable.build(name, class_names, colors, mapping)

@@ -33,7 +33,8 @@ import os
 import numpy as np
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as labels_lib
+from jaxseg.data.class_table import IGNORE_INDEX
+from jaxseg.data.class_table import identity_table
 
 TAXONOMY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "taxonomies")
 IGNORE = "ignore"
@@ -71,7 +72,7 @@ class Taxonomy:
 
   def class_table(self) -> table_lib.ClassTable:
     """Table of universal labels: raw ids 0..U-1 are the classes, 255 is ignore."""
-    return labels_lib.identity_table(f"universal:{self.name}", self.class_names, self.colors)
+    return identity_table(f"universal:{self.name}", self.class_names, self.colors)
 
   def datasets(self) -> list[str]:
     """Names of the datasets this taxonomy has a mapping file for."""
@@ -106,7 +107,7 @@ class DatasetMapping:
 
   def train_lut(self) -> np.ndarray:
     """(256,) uint8: dataset train id -> universal id (255 = ignore; 255 stays 255)."""
-    lut = np.full(256, labels_lib.IGNORE_INDEX, np.uint8)
+    lut = np.full(256, IGNORE_INDEX, np.uint8)
     for k, t in enumerate(self.train_targets):
       if t is not None:
         lut[k] = t

@@ -39,9 +39,10 @@ import numpy as np
 
 from jaxseg import data as data_lib
 from jaxseg.data import datasets
-from jaxseg.data import labels as labels_lib
-from jaxseg.data import peer_labels
 from jaxseg.data import pictures
+from jaxseg.data.class_table import IGNORE_INDEX
+from jaxseg.data.datasets.tables import BUILTIN_TABLES
+from jaxseg.data.datasets.voc import voc_palette
 from jaxseg.inference import model as inference_model
 from jaxseg.inference import settings as settings_lib
 from jaxseg.inference import sliding
@@ -76,7 +77,7 @@ def _merge(node: ml_collections.ConfigDict, stored: dict[str, Any]) -> None:
 
 def _dataset_for_classes(num_classes: int) -> str | None:
   """The first built-in class table with `num_classes` classes (kitti shares Cityscapes')."""
-  for name, table in labels_lib.BUILTIN_TABLES.items():
+  for name, table in BUILTIN_TABLES.items():
     if table().num_classes == num_classes:
       return name
   return None
@@ -86,13 +87,13 @@ def _set_dataset(config: ml_collections.ConfigDict, dataset: str) -> None:
   """config.data for a dataset name, a built-in class table or a class-table JSON file."""
   if dataset in datasets.DATASET_NAMES:
     config.data.name = dataset
-  elif dataset in labels_lib.BUILTIN_TABLES or dataset.endswith(".json"):
+  elif dataset in BUILTIN_TABLES or dataset.endswith(".json"):
     config.data.name = "folder"
     config.data.class_table = dataset
   else:
     raise ValueError(f"Segmenter: dataset={dataset!r}; expected a dataset name "
                      f"{datasets.DATASET_NAMES}, a built-in class table "
-                     f"{tuple(labels_lib.BUILTIN_TABLES)} or a class-table .json file")
+                     f"{tuple(BUILTIN_TABLES)} or a class-table .json file")
 
 
 def _set_settings(config: ml_collections.ConfigDict, settings: dict[str, Any]) -> None:
@@ -148,7 +149,7 @@ def _info(config: ml_collections.ConfigDict, meta: dict[str, Any]) -> Any:
       raise ValueError("Segmenter: the checkpoint's meta has no num_classes and no dataset: "
                        "pass dataset= (a dataset or class-table name) or config=")
     return data_lib.DatasetInfo(f"{k} classes", k, tuple(f"class {i}" for i in range(k)),
-                                      peer_labels.voc_palette(k), labels_lib.IGNORE_INDEX)
+                                      voc_palette(k), IGNORE_INDEX)
   return data_lib.dataset_info(config.data)
 
 
@@ -302,7 +303,7 @@ class Segmenter:
       raise ValueError(f"Segmenter.from_pretrained: {name!r} is {what}; pick a segmentation "
                        "checkpoint from `python -m jaxseg.pretrained list`")
     table = entry.class_table
-    if table in datasets.DATASET_NAMES or table in labels_lib.BUILTIN_TABLES:
+    if table in datasets.DATASET_NAMES or table in BUILTIN_TABLES:
       kwargs.setdefault("dataset", table)
     return cls.from_checkpoint(pretrained.get(entry), **kwargs)
 

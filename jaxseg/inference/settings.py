@@ -142,19 +142,20 @@ def _fill_semseg(fields: dict[str, Any], defaults: Any, preset: str, data_cfg: A
 
 @dataclasses.dataclass(frozen=True)
 class InferenceSettings:
-  """How one image becomes logits (see config.eval in jaxseg/config/base.py)."""
-  mode: str = "sliding"
-  crop_size: int = 1024
-  overlap: float = 1 / 3
-  scales: tuple[float, ...] = (1.0,)
-  flip: bool = False
-  crop_budget_mpix: float = 8.0
-  aspp_pool_size: int = 105
-  tile_average: str = "pixel"
-  resize: str = "scale"  # how scale s sizes and resizes the image (see resize_policy.py)
-  base_size: int = 0  # resize='long_side': the longer side at scale 1
-  tiling: str = "nvidia"  # sliding tiles: 'nvidia' (eval.py) | 'semseg' (tool/test.py)
-  average: str = "logits"  # what is averaged over tiles, flips and scales
+  """How one image becomes logits: the fields of config.eval (jaxseg/config/base.py holds
+  their defaults; `of(**fields)` starts from those, `from_config` reads a run's)."""
+  mode: str  # 'whole' | 'sliding' | 'pooling'
+  crop_size: int
+  overlap: float
+  scales: tuple[float, ...]
+  flip: bool
+  crop_budget_mpix: float
+  aspp_pool_size: int
+  tile_average: str
+  resize: str  # how scale s sizes and resizes the image (see resize.py)
+  base_size: int  # resize='long_side': the longer side at scale 1
+  tiling: str  # sliding tiles: 'nvidia' (eval.py) | 'semseg' (tool/test.py)
+  average: str  # what is averaged over tiles, flips and scales
 
   def __post_init__(self):
     for name, allowed in (("tile_average", TILE_AVERAGES), ("resize", RESIZES),
@@ -180,6 +181,16 @@ class InferenceSettings:
       raise ValueError(f"config.eval.aspp_pool_size={self.aspp_pool_size}; pooling mode needs "
                        "a positive pool size (the original uses 105)")
     object.__setattr__(self, "scales", parse_scales(self.scales))
+
+  @classmethod
+  def of(cls, **fields: Any) -> "InferenceSettings":
+    """The base config's eval settings with `fields` replaced (no preset applied)."""
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+      raise TypeError(f"InferenceSettings.of: unknown fields {unknown}; expected some of "
+                      f"{FIELDS}")
+    defaults = eval_defaults()
+    return cls(**{name: fields.get(name, defaults[name]) for name in FIELDS})
 
   @classmethod
   def from_config(cls, eval_cfg: Any, data_cfg: Any = None) -> "InferenceSettings":

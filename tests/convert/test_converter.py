@@ -321,7 +321,7 @@ def _predict_real_cityscapes_image(checkpoint, name, tmp_path):
   import cv2
 
   from jaxseg.config.base import base_config
-  from jaxseg.data.labels import cityscapes_table
+  from jaxseg.data.datasets.cityscapes import cityscapes_table
   from jaxseg.inference import commands as inference
   data = SHARED / "data" / "cityscapes"
   images = sorted((data / "leftImg8bit" / "val").rglob("*_leftImg8bit.png"))

@@ -12,7 +12,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxseg.data import labels as L
 from jaxseg.data.datasets import BadInputError
 from jaxseg.data.datasets import camvid
 from jaxseg.data.datasets import cityscapes
@@ -20,6 +19,8 @@ from jaxseg.data.datasets import get_class_table
 from jaxseg.data.datasets import get_dataset
 from jaxseg.data.datasets import image_io
 from jaxseg.data.datasets import kitti
+from jaxseg.data.datasets.cityscapes import cityscapes_table
+from jaxseg.data.datasets.mapillary import MAPILLARY_V12_LABELS
 
 MAPILLARY_KEY = "__CRyFzoDOXn6unQ6a3DnQ"
 
@@ -146,7 +147,7 @@ def test_cityscapes_real_train_val(shared_data):
   assert s["image"].shape == (1024, 2048, 3) and s["label"].shape == (1024, 2048)
   assert set(np.unique(s["label"]).tolist()) <= set(range(19)) | {255}
   raw = cv2.imread(train.records[3].label_path, cv2.IMREAD_UNCHANGED)
-  np.testing.assert_array_equal(s["label"], L.cityscapes_table().raw_to_train[raw])
+  np.testing.assert_array_equal(s["label"], cityscapes_table().raw_to_train[raw])
   assert (s["label"][raw == 26] == 13).all() and (s["label"][raw == 0] == 255).all()
 
 
@@ -165,7 +166,7 @@ def test_cityscapes_label_mapping_vs_label_train_ids(shared_data):
                    cv2.IMREAD_UNCHANGED)
   raw = cv2.imread(str(gt / "frankfurt_000000_000294_gtFine_labelIds.png"), cv2.IMREAD_UNCHANGED)
   assert ours.shape == ref.shape == (128, 256)
-  table = L.cityscapes_table()
+  table = cityscapes_table()
   for rid in np.unique(raw):
     values, counts = np.unique(ref[raw == rid], return_counts=True)
     assert values[counts.argmax()] == table.raw_to_train[rid], rid
@@ -283,7 +284,7 @@ def test_mapillary_real_crop(shared_data):
 def test_mapillary_layout_config_and_palette(tmp_path):
   rng = np.random.default_rng(0)
   idx = rng.integers(0, 66, (5, 7))
-  pal = np.array([c for _, c in L.MAPILLARY_V12_LABELS] + [(0, 0, 0)] * 190, np.uint8)
+  pal = np.array([c for _, c in MAPILLARY_V12_LABELS] + [(0, 0, 0)] * 190, np.uint8)
   for split in ("training", "validation"):
     write_png(tmp_path / split / "images" / "k1.jpg", np.zeros((5, 7, 3), np.uint8))
     write_palette_png(tmp_path / split / "v1.2" / "labels" / "k1.png", idx, pal)

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as L
+from jaxseg.data.class_table import identity_table
+from jaxseg.data.datasets.camvid import camvid_table
+from jaxseg.data.datasets.cityscapes import CITYSCAPES_LABELS
+from jaxseg.data.datasets.cityscapes import cityscapes_table
+from jaxseg.data.datasets.kitti import kitti_table
+from jaxseg.data.datasets.mapillary import MAPILLARY_V12_LABELS
+from jaxseg.data.datasets.mapillary import mapillary_table
+from jaxseg.data.datasets.tables import get_builtin_table
 
 # (labelId, trainId) pairs of the official Cityscapes table, written out independently.
 CITYSCAPES_ID_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
@@ -18,7 +25,7 @@ CITYSCAPES_TRAIN_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole
 
 
 def test_cityscapes_table_maps_official_ids():
-  t = L.cityscapes_table()
+  t = cityscapes_table()
   assert t.num_classes == 19 and t.class_names == CITYSCAPES_TRAIN_NAMES
   for raw in range(256):
     if raw in CITYSCAPES_ID_TO_TRAIN:
@@ -34,16 +41,16 @@ def test_cityscapes_table_maps_official_ids():
   assert t.train_to_raw[255] == 0
   np.testing.assert_array_equal(t.colors[0], (128, 64, 128))
   np.testing.assert_array_equal(t.colors[18], (119, 11, 32))
-  assert len(L.CITYSCAPES_LABELS) == 35
-  assert [l.name for l in L.CITYSCAPES_LABELS if l.has_instances] == [
+  assert len(CITYSCAPES_LABELS) == 35
+  assert [l.name for l in CITYSCAPES_LABELS if l.has_instances] == [
       "person", "rider", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle",
       "bicycle"]
 
 
 def test_cityscapes_table_matches_cityscapesscripts():
   cs = pytest.importorskip("cityscapesscripts.helpers.labels")
-  ours = {l.id: l for l in L.CITYSCAPES_LABELS}
-  assert len(cs.labels) == len(L.CITYSCAPES_LABELS)
+  ours = {l.id: l for l in CITYSCAPES_LABELS}
+  assert len(cs.labels) == len(CITYSCAPES_LABELS)
   for lab in cs.labels:
     mine = ours[lab.id]
     assert (mine.name, mine.train_id, mine.category, mine.category_id, mine.has_instances,
@@ -53,7 +60,7 @@ def test_cityscapes_table_matches_cityscapesscripts():
 
 
 def test_to_train_ids_and_unknown_ids_error():
-  t = L.cityscapes_table()
+  t = cityscapes_table()
   raw = np.array([[7, 26, 0], [33, 1, 23]], np.uint8)
   np.testing.assert_array_equal(t.to_train_ids(raw), [[0, 13, 255], [18, 255, 10]])
   assert t.to_train_ids(raw).dtype == np.uint8
@@ -69,7 +76,7 @@ def test_to_train_ids_and_unknown_ids_error():
 
 
 def test_camvid_table():
-  t = L.camvid_table()
+  t = camvid_table()
   assert t.num_classes == 11 and t.class_names[0] == "Sky" and t.class_names[10] == "Bicyclist"
   np.testing.assert_array_equal(t.raw_to_train[:12], list(range(11)) + [255])
   assert (t.raw_to_train[12:] == table_lib.UNKNOWN).all()
@@ -92,7 +99,7 @@ def _png_palette(path) -> list[tuple[int, int, int]]:
 
 
 def test_mapillary_v12_table(shared_data):
-  t = L.mapillary_table()
+  t = mapillary_table()
   assert t.num_classes == 65 and t.name == "mapillary"
   np.testing.assert_array_equal(t.raw_to_train[:65], np.arange(65))
   assert t.raw_to_train[65] == 255 and t.raw_to_train[66] == table_lib.UNKNOWN
@@ -104,11 +111,11 @@ def test_mapillary_v12_table(shared_data):
 
 def test_mapillary_table_from_config(tmp_path):
   labels = [{"name": f"x--{n}", "readable": n, "color": list(c), "instances": False,
-             "evaluate": n != "Unlabeled"} for n, c in L.MAPILLARY_V12_LABELS]
+             "evaluate": n != "Unlabeled"} for n, c in MAPILLARY_V12_LABELS]
   path = tmp_path / "config.json"
   path.write_text(json.dumps({"labels": labels, "version": 1.2}))
-  from_file = L.mapillary_table(path)
-  builtin = L.mapillary_table()
+  from_file = mapillary_table(path)
+  builtin = mapillary_table()
   assert from_file.class_names == builtin.class_names
   np.testing.assert_array_equal(from_file.raw_to_train, builtin.raw_to_train)
   np.testing.assert_array_equal(from_file.colors, builtin.colors)
@@ -117,13 +124,13 @@ def test_mapillary_table_from_config(tmp_path):
 
 
 def test_kitti_table_is_cityscapes():
-  k, c = L.kitti_table(), L.cityscapes_table()
+  k, c = kitti_table(), cityscapes_table()
   assert k.name == "kitti" and k.class_names == c.class_names
   np.testing.assert_array_equal(k.raw_to_train, c.raw_to_train)
 
 
 def test_colorize():
-  t = L.camvid_table()
+  t = camvid_table()
   rgb = t.colorize(np.array([[0, 3], [255, 10]], np.uint8))
   assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
   np.testing.assert_array_equal(rgb[0, 0], (128, 128, 128))
@@ -175,15 +182,15 @@ def test_table_validation_and_immutability():
     table_lib.ClassTable.build("x", ["a", "b"], [[0, 0, 0]], {0: 0, 1: 1})
   with pytest.raises(ValueError, match="classes; expected 1..254"):
     table_lib.ClassTable.build("x", [str(i) for i in range(255)], np.zeros((255, 3)), {})
-  t = L.cityscapes_table()
+  t = cityscapes_table()
   with pytest.raises(ValueError):
     t.raw_to_train[0] = 3
   with pytest.raises(ValueError, match="unknown class table 'foo'"):
-    L.get_builtin_table("foo")
+    get_builtin_table("foo")
 
 
 def test_identity_table():
-  t = L.identity_table("syn", ["a", "b", "c"], np.zeros((3, 3), np.uint8))
+  t = identity_table("syn", ["a", "b", "c"], np.zeros((3, 3), np.uint8))
   np.testing.assert_array_equal(t.to_train_ids(np.array([0, 2, 255], np.uint8)), [0, 2, 255])
   with pytest.raises(table_lib.UnknownLabelIdError, match=r"\[3\]"):
     t.to_train_ids(np.array([3], np.uint8))

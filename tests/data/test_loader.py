@@ -10,8 +10,8 @@ from jaxseg.data import build_eval_loader
 from jaxseg.data import build_train_loader
 from jaxseg.data import data_config
 from jaxseg.data import dataset_info
-from jaxseg.data import labels as labels_lib
 from jaxseg.data import steps_per_epoch
+from jaxseg.data.class_table import identity_table
 from jaxseg.data.datasets.base import Record
 
 
@@ -26,7 +26,7 @@ class FakeDataset:
     self.bad = frozenset(bad)
     self.sizes = sizes or {}
     self.records = tuple(Record(f"img/{i}.png", f"lbl/{i}.png", f"s{i}") for i in range(n))
-    self.table = labels_lib.identity_table("fake", [f"c{i}" for i in range(num_classes)],
+    self.table = identity_table("fake", [f"c{i}" for i in range(num_classes)],
                                            np.zeros((num_classes, 3), np.uint8))
 
   def __len__(self):

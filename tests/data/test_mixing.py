@@ -11,10 +11,12 @@ from jaxseg.data import copy_blob as CB
 from jaxseg.data import data_config
 from jaxseg.data import datasets
 from jaxseg.data import defaults
-from jaxseg.data import labels as labels_lib
 from jaxseg.data import mixing
 from jaxseg.data import transforms as T
+from jaxseg.data.class_table import identity_table
 from jaxseg.data.datasets.base import Record
+from jaxseg.data.datasets.camvid import camvid_table
+from jaxseg.data.datasets.cityscapes import cityscapes_table
 
 MEAN = (123.675, 116.28, 103.53)  # semseg's padding: ImageNet mean * 255
 
@@ -146,12 +148,12 @@ def test_cutmix_pastes_the_partner_box():
 
 
 # ---------------------------------------------------------------- CopyBlob --
-CITY = labels_lib.cityscapes_table()
+CITY = cityscapes_table()
 ROAD, SIDEWALK, WALL, SKY, CAR, BUS = 0, 1, 3, 10, 13, 15
 
 
 def test_rules_resolve_by_name_and_name_unknown_classes(tmp_path):
-  for name, table in (("cityscapes", CITY), ("camvid", labels_lib.camvid_table())):
+  for name, table in (("cityscapes", CITY), ("camvid", camvid_table())):
     rules = CB.resolve_rules(CB.load_rule_names(name), table)
     assert rules and all(ctx for ctx in rules.values())
   assert CB.resolve_rules(CB.load_rule_names("cityscapes"), CITY)[BUS] == {ROAD}
@@ -254,7 +256,7 @@ class _Scenes:
   def __init__(self, n=12, h=36, w=44):
     self.n, self.h, self.w = n, h, w
     self.records = tuple(Record(f"i{i}.png", f"l{i}.png", f"s{i}") for i in range(n))
-    self.table = labels_lib.identity_table("scenes", NAMES, np.zeros((4, 3), np.uint8))
+    self.table = identity_table("scenes", NAMES, np.zeros((4, 3), np.uint8))
 
   def __len__(self):
     return self.n

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from jaxseg.data import defaults
-from jaxseg.data import peer_labels
 from jaxseg.data.datasets import BadInputError
 from jaxseg.data.datasets import get_class_table
 from jaxseg.data.datasets import get_dataset
+from jaxseg.data.datasets.voc import voc_palette
 
 
 def cfg(**kw) -> ml_collections.ConfigDict:
@@ -85,7 +85,7 @@ def test_ade20k_errors(tmp_path):
 
 
 def make_voc(root, train=("a", "b"), val=("c",)):
-  pal = peer_labels.voc_palette()
+  pal = voc_palette()
   for i in list(train) + list(val) + ["s1", "s2"]:
     write(root / "JPEGImages" / f"{i}.jpg", image())
   lab = np.array([[0, 1, 15, 20, 255, 3]] * 4, np.uint8)

@@ -13,8 +13,8 @@ import pytest
 
 from jaxseg.config.base import base_config
 from jaxseg.data import build_train_loader
-from jaxseg.data import labels as labels_lib
 from jaxseg.data import preview
+from jaxseg.data.class_table import identity_table
 from jaxseg.data.datasets.base import Record
 
 
@@ -25,7 +25,7 @@ class BlobDataset:
   def __init__(self, n=12, h=40, w=56):
     self.n, self.h, self.w = n, h, w
     self.records = tuple(Record(f"img/{i}.png", f"lbl/{i}.png", f"blob{i}") for i in range(n))
-    self.table = labels_lib.identity_table("blobs", ["ground", "blob"],
+    self.table = identity_table("blobs", ["ground", "blob"],
                                            np.array([[0, 128, 0], [255, 0, 0]], np.uint8))
 
   def __len__(self):

@@ -9,26 +9,33 @@ import numpy as np
 import pytest
 
 from jaxseg import data as data_lib
-from jaxseg.data import labels as L
 from jaxseg.data import taxonomy as T
 from jaxseg.data.datasets import get_class_table
 from jaxseg.data.datasets import get_dataset
 from jaxseg.data.datasets import multi
+from jaxseg.data.datasets.ade20k import ade20k_table
+from jaxseg.data.datasets.camvid import CAMVID_CLASSES
+from jaxseg.data.datasets.camvid import camvid_table
+from jaxseg.data.datasets.cityscapes import cityscapes_table
+from jaxseg.data.datasets.kitti import kitti_table
+from jaxseg.data.datasets.mapillary import mapillary_table
+from jaxseg.data.datasets.pascal_context import pascal_context_table
+from jaxseg.data.datasets.voc import voc_table
 from jaxseg.inference import model as inference_model
 from jaxseg.models import registry
 from jaxseg.runtime import variables
 
-TABLES = {"cityscapes": L.cityscapes_table(), "kitti": L.kitti_table(),
-          "camvid": L.camvid_table(), "mapillary": L.mapillary_table(),
-          "ade20k": L.ade20k_table(), "voc": L.voc_table(),
-          "pascal_context": L.pascal_context_table(59),
-          "pascal_context60": L.pascal_context_table(60)}
+TABLES = {"cityscapes": cityscapes_table(), "kitti": kitti_table(),
+          "camvid": camvid_table(), "mapillary": mapillary_table(),
+          "ade20k": ade20k_table(), "voc": voc_table(),
+          "pascal_context": pascal_context_table(59),
+          "pascal_context60": pascal_context_table(60)}
 
 
 def test_builtin_universal_taxonomy_covers_every_dataset():
   tax = T.load_taxonomy("universal")
   assert tax.datasets() == sorted(TABLES)
-  assert tax.class_names[:19] == L.cityscapes_table().class_names
+  assert tax.class_names[:19] == cityscapes_table().class_names
   idx = tax.index()
   for name, table in TABLES.items():
     m = T.load_mapping(tax, name, table.class_names)
@@ -174,7 +181,7 @@ def test_multi_dataset_errors_and_loader(shared_data):
                                              process_count=1)
   batch = next(loader)
   loader.close()
-  allowed = {t for t in T.load_mapping("universal", "camvid", L.CAMVID_CLASSES).train_targets
+  allowed = {t for t in T.load_mapping("universal", "camvid", CAMVID_CLASSES).train_targets
              if t is not None} | {255}
   assert batch["label"].shape == (2, 32, 32)
   assert set(np.unique(batch["label"]).tolist()) <= allowed

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from jaxseg.data import labels as labels_lib
 from jaxseg.data import sampling
 from jaxseg.data import uniform
+from jaxseg.data.class_table import identity_table
 from jaxseg.data.datasets import base
 from jaxseg.data.datasets.base import Record
+from jaxseg.data.datasets.cityscapes import cityscapes_table
 
 
 def _cityscapes_train(shared_data):
@@ -22,7 +23,7 @@ def _cityscapes_train(shared_data):
   items = [(f"leftImg8bit/train/aachen/{n}_leftImg8bit.png",
             f"gtFine/train/aachen/{n}_gtFine_labelIds.png") for n in names]
   records = [Record(str(root / i), str(root / l), n) for (i, l), n in zip(items, names)]
-  ds = base.SegmentationDataset(records, labels_lib.cityscapes_table(), "train")
+  ds = base.SegmentationDataset(records, cityscapes_table(), "train")
   return ds, items
 
 
@@ -141,7 +142,7 @@ def test_cut_pools_follow_original_shallow_copy():
 class _FakeDataset:
   def __init__(self, kinds, h=16, w=16, num_classes=3):
     self.records = tuple(Record(f"i{k}", f"l{k}", f"n{k}", kind) for k, kind in enumerate(kinds))
-    self.table = labels_lib.identity_table("fake", [f"c{i}" for i in range(num_classes)],
+    self.table = identity_table("fake", [f"c{i}" for i in range(num_classes)],
                                            np.zeros((num_classes, 3), np.uint8))
     self.h, self.w = h, w
 

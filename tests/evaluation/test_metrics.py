@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from jaxseg.config.base import base_config
-from jaxseg.data import labels as labels_lib
 from jaxseg.data import loader
 from jaxseg.data.datasets import cityscapes
+from jaxseg.data.datasets.cityscapes import cityscapes_table
 from jaxseg.evaluation import evaluate as evaluate_lib
 from jaxseg.evaluation import metrics as metrics_lib
 from jaxseg.runtime import mesh as mesh_lib
@@ -45,7 +45,7 @@ def _official(tmp_path, pairs, monkeypatch):
   if not hasattr(np, "in1d"):  # the script calls np.in1d, removed in NumPy 2.4
     monkeypatch.setattr(np, "in1d", lambda a, b, invert=False: np.isin(
         np.ravel(a), b, invert=invert), raising=False)
-  table = labels_lib.cityscapes_table()
+  table = cityscapes_table()
   preds, gts = [], []
   for i, (gt_path, pred) in enumerate(pairs):
     path = tmp_path / f"pred_{i}.png"
@@ -64,7 +64,7 @@ def _batches():
   cfg.eval_num_threads = 1
   out = list(loader.build_eval_loader(cfg, batch_size=1, process_index=0, process_count=1))
   assert len(out) == 1 and out[0]["instance"].dtype == np.int32
-  table = labels_lib.cityscapes_table()
+  table = cityscapes_table()
   records = [r for r in cityscapes.fine_records(str(ROOT), "train") if r.name.startswith(
       TRAIN_FRAMES)]
   ds = cityscapes.CityscapesWithInstances(records, table, "train")
@@ -98,7 +98,7 @@ def test_niou_matches_cityscapesscripts(tmp_path, monkeypatch):
   summary, confusion = evaluate_lib.evaluate(_fake_step, {}, batches, mesh=mesh,
                                              num_classes=19, progress=False)
   want = _official(tmp_path, pairs, monkeypatch)
-  names = labels_lib.cityscapes_table().class_names
+  names = cityscapes_table().class_names
   inst = {n: want["classInstScores"][n] for n in names}
   assert sum(not np.isnan(v) for v in inst.values()) >= 4  # the frames have instances
   for name, niou, iou in zip(names, summary["niou"], summary["iou"]):
@@ -148,7 +148,7 @@ def test_instance_counts_and_weights_by_hand():
 
 def test_instance_train_ids():
   raw = np.array([[0, 26, 26000, 26003], [24001, 29000, 33010, 1000]], np.int32)
-  out = cityscapes.instance_train_ids(raw, labels_lib.cityscapes_table())
+  out = cityscapes.instance_train_ids(raw, cityscapes_table())
   # car 26 -> train 13; person 24 -> 11; caravan 29 is ignored in eval; bicycle 33 -> 18;
   # crowd / stuff ids (<= 1000) are no instances.
   np.testing.assert_array_equal(out, [[-1, -1, 13000, 13003], [11001, -1, 18010, -1]])

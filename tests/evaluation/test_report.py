@@ -9,8 +9,8 @@ import pytest
 
 from jaxseg.config.base import base_config
 from jaxseg.data import datasets
-from jaxseg.data import labels as labels_lib
 from jaxseg.data import pictures
+from jaxseg.data.datasets.cityscapes import cityscapes_table
 from jaxseg.evaluation import evaluate as evaluate_lib
 from jaxseg.evaluation import metrics as metrics_lib
 from jaxseg.evaluation import report as eval_outputs
@@ -19,7 +19,7 @@ from jaxseg.models import registry
 from jaxseg.runtime import checkpoint as checkpoint_lib
 from jaxseg.runtime import mesh as mesh_lib
 
-TABLE = labels_lib.cityscapes_table()
+TABLE = cityscapes_table()
 
 
 def _cityscapes_evaluator():

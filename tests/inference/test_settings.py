@@ -117,7 +117,7 @@ def test_semseg_preset_matches_test_py():
   """Padding (scale 0.5 < crop), several tiles, per-tile flips, softmax, 3 scales."""
   v, image = _vars(), _image(46, 70)
   # The 'semseg' preset's protocol fields (checked below) at 3 of its 6 scales.
-  settings = sliding.InferenceSettings(mode="sliding", resize="long_side", tiling="semseg",
+  settings = sliding.InferenceSettings.of(mode="sliding", resize="long_side", tiling="semseg",
                                        average="softmax", flip=True, overlap=1 / 3,
                                        base_size=64, crop_size=33, scales=(0.5, 1.0, 1.5))
   preset = sliding.InferenceSettings.from_config(_settings("semseg", base_size=64,
@@ -192,7 +192,7 @@ def test_original_preset_is_nvidia_eval_defaults():
   assert (s.mode, s.scales, s.flip, s.crop_size, s.tile_average, s.average) == (
       "sliding", (0.5, 1.0, 2.0), True, 1024, "original", "logits")
   manual = sliding.InferenceSettings.from_config(base_config().eval)  # preset '': as set
-  assert manual == sliding.InferenceSettings(crop_size=1024, scales=(1.0,), flip=False)
+  assert manual == sliding.InferenceSettings.of(crop_size=1024, scales=(1.0,), flip=False)
 
 
 def test_preset_conflicts_and_dataset_values():

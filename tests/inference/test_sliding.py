@@ -57,7 +57,7 @@ def _images(n=1, h=40, w=56, seed=0):
 def _segmenter(apply_fn, devices=1, **settings):
   mesh = mesh_lib.create_mesh({"data": devices}, devices=jax.devices()[:devices])
   return sliding.Segmenter(apply_fn, num_classes=K, mesh=mesh,
-                           settings=sliding.InferenceSettings(**settings)), mesh
+                           settings=sliding.InferenceSettings.of(**settings)), mesh
 
 
 def _logits(seg, mesh, v, images):
@@ -98,14 +98,14 @@ def test_cityscapes_tiles_and_memory_budget():
   assert sliding.sliding_boxes(1024, 2048, 1024, 1 / 3) == (
       (0, 1024, 0, 1024), (0, 1024, 683, 1707), (0, 1024, 1024, 2048))
   assert sliding.sliding_boxes(100, 300, 1024, 1 / 3) == ((0, 100, 0, 300),)  # original: none
-  settings = sliding.InferenceSettings(scales="0.5,1.0,2.0", flip=True, crop_budget_mpix=8)
+  settings = sliding.InferenceSettings.of(scales="0.5,1.0,2.0", flip=True, crop_budget_mpix=8)
   p05, p1, p2 = sliding.make_plans(1024, 2048, settings, images_per_device=1)
   assert (p05.scaled_hw, p05.crop_hw, len(p05.boxes), p05.chunk, len(p05.items)) == (
       (512, 1024), (512, 1024), 1, 2, 1)
   assert (p1.crop_hw, len(p1.boxes), p1.chunk, len(p1.items)) == ((1024, 1024), 3, 6, 1)
   # 6 crops of 4 Mpix under an 8 Mpix budget: 3 calls of 2 crops.
   assert (p2.crop_hw, len(p2.boxes), p2.chunk, len(p2.items)) == ((2048, 2048), 3, 2, 3)
-  small = sliding.InferenceSettings(scales="1.0", flip=True, crop_budget_mpix=2.5)
+  small = sliding.InferenceSettings.of(scales="1.0", flip=True, crop_budget_mpix=2.5)
   (plan,) = sliding.make_plans(1024, 2048, small, images_per_device=1)
   assert plan.chunk == 2 and len(plan.items) == 3 and plan.weights.sum() == 6
   (plan,) = sliding.make_plans(1024, 2048, small, images_per_device=2)
@@ -116,7 +116,7 @@ def test_cityscapes_tiles_and_memory_budget():
                                  dict(overlap=1.0), dict(tile_average="mean")])
 def test_bad_settings_name_the_option(bad):
   with pytest.raises(ValueError, match="config.eval"):
-    sliding.InferenceSettings(**bad)
+    sliding.InferenceSettings.of(**bad)
 
 
 def test_image_resize_is_pil_bilinear(shared_data):

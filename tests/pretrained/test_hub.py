@@ -15,6 +15,7 @@ import urllib.parse
 import numpy as np
 import pytest
 
+from jaxseg.data.datasets.tables import BUILTIN_TABLES
 from jaxseg.pretrained import __main__ as cli
 from jaxseg.pretrained import catalog
 from jaxseg.pretrained import download
@@ -150,7 +151,6 @@ def _files(root) -> list[str]:
 # --- the catalog ------------------------------------------------------------------------------
 
 def test_catalog_is_consistent():
-  from jaxseg.data import labels
   from jaxseg.models import registry
   from jaxseg.sdcnet import convert_weights
   entries = hub.entries()
@@ -159,7 +159,7 @@ def test_catalog_is_consistent():
             "sdcnet": set(convert_weights.MODELS), "flownet2": {convert_weights.FLOWNET2}}
   for e in entries:
     assert e.model in models[e.converter], e.name
-    assert e.class_table in (*labels.BUILTIN_TABLES, "mseg_universal", None), e.name
+    assert e.class_table in (*BUILTIN_TABLES, "mseg_universal", None), e.name
     assert (e.num_classes is None) == (e.converter != "segmentation"), e.name
     assert e.sha256 == "" or re.fullmatch(r"[0-9a-f]{64}", e.sha256), e.name
     if e.download == "gdrive":

@@ -112,7 +112,7 @@ def _segmenter_program(platform: str) -> str:
   def apply_fn(model_vars, x):
     return layout.merge(model_vars["params"], model_vars["batch_stats"])(x)
 
-  settings = sliding.InferenceSettings(mode="sliding", crop_size=CROP, scales=(0.5, 1.0),
+  settings = sliding.InferenceSettings.of(mode="sliding", crop_size=CROP, scales=(0.5, 1.0),
                                        flip=True)
   seg = sliding.Segmenter(apply_fn, num_classes=NUM_CLASSES, mesh=mesh, settings=settings)
   plan = seg.plans(48, 64, 1)[-1]

@@ -24,11 +24,13 @@ folds; `cv` is ignored as in the original.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 import logging
 import os
 import re
 
-from jaxseg.data import labels as labels_lib
+from jaxseg.data.class_table import IGNORE_INDEX
+from jaxseg.data.class_table import ClassTable
 from jaxseg.data.datasets import base
 
 SPLITS = ("train", "val", "trainval", "test")
@@ -119,9 +121,30 @@ def camvid_dataset(data_cfg, split: str) -> base.SegmentationDataset:
                          layout=base.cfg_get(data_cfg, "camvid_layout", "segnet"),
                          sdc_root=base.cfg_get(data_cfg, "sdc_root") or None,
                          sdc_max_skip=int(base.cfg_get(data_cfg, "sdc_max_skip", 0)))
-  return base.SegmentationDataset(records, labels_lib.camvid_table(), split,
+  return base.SegmentationDataset(records, camvid_table(), split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name="camvid")
 
 
-SPEC = base.DatasetSpec("camvid", camvid_dataset, lambda data_cfg: labels_lib.camvid_table())
+# ------------------------------------------------------------------ class table --
+CAMVID_CLASSES = ("Sky", "Building", "Column-Pole", "Road", "Sidewalk", "Tree", "Sign-Symbol",
+                  "Fence", "Car", "Pedestrian", "Bicyclist")
+
+
+CAMVID_COLORS = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192),
+                 (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+                 (0, 128, 192))
+
+
+CAMVID_VOID_ID = 11
+
+
+@functools.cache
+def camvid_table() -> ClassTable:
+  """CamVid (SegNet version): raw 0..10 are the classes, raw 11 (void) is ignored."""
+  mapping = {i: i for i in range(len(CAMVID_CLASSES))}
+  mapping[CAMVID_VOID_ID] = IGNORE_INDEX
+  return ClassTable.build("camvid", CAMVID_CLASSES, CAMVID_COLORS, mapping)
+
+
+SPEC = base.DatasetSpec("camvid", camvid_dataset, lambda data_cfg: camvid_table())

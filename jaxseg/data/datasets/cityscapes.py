@@ -35,13 +35,15 @@ is the official train/val split.
 from __future__ import annotations
 
 from collections.abc import Sequence
+import functools
 import logging
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as labels_lib
+from jaxseg.data.class_table import ClassTable
 from jaxseg.data.datasets import base
 from jaxseg.data.datasets import image_io
 
@@ -254,7 +256,7 @@ def cityscapes_dataset(data_cfg, split: str) -> base.SegmentationDataset:
       coarse_root=base.cfg_get(data_cfg, "coarse_root") or None,
       sdc_root=base.cfg_get(data_cfg, "sdc_root") or None,
       sdc_max_skip=int(base.cfg_get(data_cfg, "sdc_max_skip", 0)))
-  table = labels_lib.cityscapes_table()
+  table = cityscapes_table()
   on_bad = base.cfg_get(data_cfg, "on_bad_input", "error")
   if split == "val" and records and os.path.isfile(instance_path(records[0].label_path or "")):
     return CityscapesWithInstances(records, table, split, on_bad_input=on_bad,
@@ -306,5 +308,70 @@ class CityscapesWithInstances(base.SegmentationDataset):
     return sample
 
 
+# ------------------------------------------------------------------ class table --
+class CityscapesLabel(NamedTuple):
+  """One row of the official Cityscapes label table (cityscapesscripts' `Label`)."""
+  name: str
+  id: int
+  train_id: int
+  category: str
+  category_id: int
+  has_instances: bool
+  ignore_in_eval: bool
+  color: tuple[int, int, int]
+
+
+_L = CityscapesLabel
+
+
+CITYSCAPES_LABELS: tuple[CityscapesLabel, ...] = (
+    _L("unlabeled", 0, 255, "void", 0, False, True, (0, 0, 0)),
+    _L("ego vehicle", 1, 255, "void", 0, False, True, (0, 0, 0)),
+    _L("rectification border", 2, 255, "void", 0, False, True, (0, 0, 0)),
+    _L("out of roi", 3, 255, "void", 0, False, True, (0, 0, 0)),
+    _L("static", 4, 255, "void", 0, False, True, (0, 0, 0)),
+    _L("dynamic", 5, 255, "void", 0, False, True, (111, 74, 0)),
+    _L("ground", 6, 255, "void", 0, False, True, (81, 0, 81)),
+    _L("road", 7, 0, "flat", 1, False, False, (128, 64, 128)),
+    _L("sidewalk", 8, 1, "flat", 1, False, False, (244, 35, 232)),
+    _L("parking", 9, 255, "flat", 1, False, True, (250, 170, 160)),
+    _L("rail track", 10, 255, "flat", 1, False, True, (230, 150, 140)),
+    _L("building", 11, 2, "construction", 2, False, False, (70, 70, 70)),
+    _L("wall", 12, 3, "construction", 2, False, False, (102, 102, 156)),
+    _L("fence", 13, 4, "construction", 2, False, False, (190, 153, 153)),
+    _L("guard rail", 14, 255, "construction", 2, False, True, (180, 165, 180)),
+    _L("bridge", 15, 255, "construction", 2, False, True, (150, 100, 100)),
+    _L("tunnel", 16, 255, "construction", 2, False, True, (150, 120, 90)),
+    _L("pole", 17, 5, "object", 3, False, False, (153, 153, 153)),
+    _L("polegroup", 18, 255, "object", 3, False, True, (153, 153, 153)),
+    _L("traffic light", 19, 6, "object", 3, False, False, (250, 170, 30)),
+    _L("traffic sign", 20, 7, "object", 3, False, False, (220, 220, 0)),
+    _L("vegetation", 21, 8, "nature", 4, False, False, (107, 142, 35)),
+    _L("terrain", 22, 9, "nature", 4, False, False, (152, 251, 152)),
+    _L("sky", 23, 10, "sky", 5, False, False, (70, 130, 180)),
+    _L("person", 24, 11, "human", 6, True, False, (220, 20, 60)),
+    _L("rider", 25, 12, "human", 6, True, False, (255, 0, 0)),
+    _L("car", 26, 13, "vehicle", 7, True, False, (0, 0, 142)),
+    _L("truck", 27, 14, "vehicle", 7, True, False, (0, 0, 70)),
+    _L("bus", 28, 15, "vehicle", 7, True, False, (0, 60, 100)),
+    _L("caravan", 29, 255, "vehicle", 7, True, True, (0, 0, 90)),
+    _L("trailer", 30, 255, "vehicle", 7, True, True, (0, 0, 110)),
+    _L("train", 31, 16, "vehicle", 7, True, False, (0, 80, 100)),
+    _L("motorcycle", 32, 17, "vehicle", 7, True, False, (0, 0, 230)),
+    _L("bicycle", 33, 18, "vehicle", 7, True, False, (119, 11, 32)),
+    # Never stored in label images (id -1); kept for completeness.
+    _L("license plate", -1, -1, "vehicle", 7, False, True, (0, 0, 142)),
+)
+
+
+@functools.cache
+def cityscapes_table(name: str = "cityscapes") -> ClassTable:
+  """The official Cityscapes table: labelIds 0-33 -> 19 train ids, everything else ignored."""
+  trained = sorted((l for l in CITYSCAPES_LABELS if 0 <= l.train_id < 255),
+                   key=lambda l: l.train_id)
+  mapping = {l.id: l.train_id for l in CITYSCAPES_LABELS if l.id >= 0}
+  return ClassTable.build(name, [l.name for l in trained], [l.color for l in trained], mapping)
+
+
 SPEC = base.DatasetSpec("cityscapes", cityscapes_dataset,
-                        lambda data_cfg: labels_lib.cityscapes_table(), semseg_base_size=2048)
+                        lambda data_cfg: cityscapes_table(), semseg_base_size=2048)

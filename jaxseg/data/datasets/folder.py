@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as labels_lib
 from jaxseg.data.datasets import base
+from jaxseg.data.datasets.tables import BUILTIN_TABLES
+from jaxseg.data.datasets.tables import get_builtin_table
 
 LAYOUT = """\
   <image_dir>/<name>.jpg|.png|...
@@ -25,9 +26,9 @@ def class_table(spec: str | None) -> table_lib.ClassTable:
   if not spec:
     raise ValueError("data.class_table is empty; set it to a class table JSON file "
                      "(see ClassTable.from_json) or a built-in name "
-                     f"{sorted(labels_lib.BUILTIN_TABLES)}")
-  if spec in labels_lib.BUILTIN_TABLES:
-    return labels_lib.get_builtin_table(spec)
+                     f"{sorted(BUILTIN_TABLES)}")
+  if spec in BUILTIN_TABLES:
+    return get_builtin_table(spec)
   return table_lib.ClassTable.from_json(os.path.expanduser(spec))
 
 

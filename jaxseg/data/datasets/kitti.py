@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 
-from jaxseg.data import labels as labels_lib
+from jaxseg.data.class_table import ClassTable
 from jaxseg.data.datasets import base
+from jaxseg.data.datasets.cityscapes import cityscapes_table
 
 SPLITS = ("train", "val", "trainval", "test")
 NUM_TRAINING_IMAGES = 200
@@ -78,9 +79,15 @@ def kitti_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   """KITTI dataset from a data config (root, cv)."""
   root = base.config_root(data_cfg, "KITTI folder containing training/")
   records = make_records(root, split, int(base.cfg_get(data_cfg, "cv", 0)))
-  return base.SegmentationDataset(records, labels_lib.kitti_table(), split,
+  return base.SegmentationDataset(records, kitti_table(), split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name="kitti")
 
 
-SPEC = base.DatasetSpec("kitti", kitti_dataset, lambda data_cfg: labels_lib.kitti_table())
+# ------------------------------------------------------------------ class table --
+def kitti_table() -> ClassTable:
+  """KITTI semantics uses the Cityscapes label ids and train ids."""
+  return cityscapes_table("kitti")
+
+
+SPEC = base.DatasetSpec("kitti", kitti_dataset, lambda data_cfg: kitti_table())

@@ -18,10 +18,13 @@ ignored), else the built-in v1.2 table. Evaluation resizing (the original: heigh
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as labels_lib
+from jaxseg.data.class_table import ClassTable
+from jaxseg.data.class_table import table_from_mapillary_config
 from jaxseg.data.datasets import base
 
 SPLITS = ("train", "val", "trainval", "test")
@@ -60,7 +63,7 @@ def class_table(root: str | None, version: str = "v1.2") -> table_lib.ClassTable
   if path is None and version != "v1.2":
     raise FileNotFoundError(f"Mapillary {version} needs its class config "
                             f"{_version(version)[1][0]} in {root}")
-  return labels_lib.mapillary_table(path)
+  return mapillary_table(path)
 
 
 def split_records(root: str, split_dir: str | None, version: str = "v1.2",
@@ -107,6 +110,59 @@ def mapillary_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   return base.SegmentationDataset(records, class_table(root, version), split,
                                   on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"),
                                   name="mapillary")
+
+
+# ------------------------------------------------------------------ class table --
+# Mapillary Vistas v1.2 `config.json` labels (readable name, RGB), raw id = position; the last
+# one ('Unlabeled', evaluate: false) is the void class. Used when the dataset's config.json is
+# absent.
+MAPILLARY_V12_LABELS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("Bird", (165, 42, 42)), ("Ground Animal", (0, 192, 0)), ("Curb", (196, 196, 196)),
+    ("Fence", (190, 153, 153)), ("Guard Rail", (180, 165, 180)), ("Barrier", (90, 120, 150)),
+    ("Wall", (102, 102, 156)), ("Bike Lane", (128, 64, 255)),
+    ("Crosswalk - Plain", (140, 140, 200)), ("Curb Cut", (170, 170, 170)),
+    ("Parking", (250, 170, 160)), ("Pedestrian Area", (96, 96, 96)),
+    ("Rail Track", (230, 150, 140)), ("Road", (128, 64, 128)), ("Service Lane", (110, 110, 110)),
+    ("Sidewalk", (244, 35, 232)), ("Bridge", (150, 100, 100)), ("Building", (70, 70, 70)),
+    ("Tunnel", (150, 120, 90)), ("Person", (220, 20, 60)), ("Bicyclist", (255, 0, 0)),
+    ("Motorcyclist", (255, 0, 100)), ("Other Rider", (255, 0, 200)),
+    ("Lane Marking - Crosswalk", (200, 128, 128)), ("Lane Marking - General", (255, 255, 255)),
+    ("Mountain", (64, 170, 64)), ("Sand", (230, 160, 50)), ("Sky", (70, 130, 180)),
+    ("Snow", (190, 255, 255)), ("Terrain", (152, 251, 152)), ("Vegetation", (107, 142, 35)),
+    ("Water", (0, 170, 30)), ("Banner", (255, 255, 128)), ("Bench", (250, 0, 30)),
+    ("Bike Rack", (100, 140, 180)), ("Billboard", (220, 220, 220)),
+    ("Catch Basin", (220, 128, 128)), ("CCTV Camera", (222, 40, 40)),
+    ("Fire Hydrant", (100, 170, 30)), ("Junction Box", (40, 40, 40)), ("Mailbox", (33, 33, 33)),
+    ("Manhole", (100, 128, 160)), ("Phone Booth", (142, 0, 0)), ("Pothole", (70, 100, 150)),
+    ("Street Light", (210, 170, 100)), ("Pole", (153, 153, 153)),
+    ("Traffic Sign Frame", (128, 128, 128)), ("Utility Pole", (0, 0, 80)),
+    ("Traffic Light", (250, 170, 30)), ("Traffic Sign (Back)", (192, 192, 192)),
+    ("Traffic Sign (Front)", (220, 220, 0)), ("Trash Can", (140, 140, 20)),
+    ("Bicycle", (119, 11, 32)), ("Boat", (150, 0, 255)), ("Bus", (0, 60, 100)),
+    ("Car", (0, 0, 142)), ("Caravan", (0, 0, 90)), ("Motorcycle", (0, 0, 230)),
+    ("On Rails", (0, 80, 100)), ("Other Vehicle", (128, 64, 64)), ("Trailer", (0, 0, 110)),
+    ("Truck", (0, 0, 70)), ("Wheeled Slow", (0, 0, 192)), ("Car Mount", (32, 32, 32)),
+    ("Ego Vehicle", (120, 10, 10)), ("Unlabeled", (0, 0, 0)),
+)
+
+
+def mapillary_table(config_path: str | os.PathLike[str] | None = None) -> ClassTable:
+  """Mapillary Vistas table from `config_path` (a config.json) or the built-in v1.2 table."""
+  if config_path is not None:
+    try:
+      with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise ValueError(f"cannot read Mapillary config {os.fspath(config_path)}: {e}") from None
+    return table_from_mapillary_config(config, source=os.fspath(config_path))
+  return _mapillary_v12_table()
+
+
+@functools.cache
+def _mapillary_v12_table() -> ClassTable:
+  labels = [{"readable": n, "color": list(c), "evaluate": n != "Unlabeled"}
+            for n, c in MAPILLARY_V12_LABELS]
+  return table_from_mapillary_config({"labels": labels}, source="built-in v1.2 table")
 
 
 SPEC = base.DatasetSpec(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as labels_lib
+from jaxseg.data.class_table import identity_table
 from jaxseg.data.datasets import base
 from jaxseg.data.datasets.image_io import BadInputError
 
@@ -28,7 +28,7 @@ def _module() -> Any:
 def class_table() -> table_lib.ClassTable:
   """The synthetic classes; labels already hold train ids and 255."""
   syn = _module()
-  return labels_lib.identity_table("synthetic", syn.CLASS_NAMES, syn.CLASS_COLORS)
+  return identity_table("synthetic", syn.CLASS_NAMES, syn.CLASS_COLORS)
 
 
 class SyntheticDataset(base.SegmentationDataset):

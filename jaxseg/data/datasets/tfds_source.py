@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as labels_lib
 from jaxseg.data.datasets import base
+from jaxseg.data.datasets.cityscapes import cityscapes_table
 from jaxseg.data.datasets.image_io import BadInputError
 
 DEFAULT_NAME = "cityscapes/semantic_segmentation"
@@ -89,8 +89,8 @@ def tfds_dataset(data_cfg, split: str) -> TfdsSegmentationDataset:
   name = base.cfg_get(data_cfg, "tfds_name", DEFAULT_NAME)
   source = tfds.data_source(name, split=SPLITS[split],
                             data_dir=base.cfg_get(data_cfg, "tfds_data_dir") or None)
-  return TfdsSegmentationDataset(source, labels_lib.cityscapes_table(), split, name,
+  return TfdsSegmentationDataset(source, cityscapes_table(), split, name,
                                  on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"))
 
 
-SPEC = base.DatasetSpec("tfds", tfds_dataset, lambda data_cfg: labels_lib.cityscapes_table())
+SPEC = base.DatasetSpec("tfds", tfds_dataset, lambda data_cfg: cityscapes_table())

@@ -33,13 +33,15 @@ Splits: 'train' (1464), 'val' (1449), 'trainval', 'train_aug', 'test' (images on
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
 import numpy as np
 
 from jaxseg.data import class_table as table_lib
-from jaxseg.data import labels as labels_lib
+from jaxseg.data.class_table import IGNORE_INDEX
+from jaxseg.data.class_table import ClassTable
 from jaxseg.data.datasets import base
 from jaxseg.data.datasets.image_io import BadInputError
 
@@ -219,9 +221,41 @@ def voc_dataset(data_cfg, split: str) -> base.SegmentationDataset:
   records = make_records(root, split,
                          aug_source=base.cfg_get(data_cfg, "voc_aug_source", "auto"),
                          sbd_root=base.cfg_get(data_cfg, "sbd_root") or None)
-  return VOCDataset(records, labels_lib.voc_table(), split,
+  return VOCDataset(records, voc_table(), split,
                     on_bad_input=base.cfg_get(data_cfg, "on_bad_input", "error"), name="voc")
 
 
-SPEC = base.DatasetSpec("voc", voc_dataset, lambda data_cfg: labels_lib.voc_table(),
+# ------------------------------------------------------------------ class table --
+# PASCAL VOC 2012: 20 object classes + background; raw 255 marks object boundaries (ignored).
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+               "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+
+
+VOC_BOUNDARY_ID = 255
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+  """The PASCAL VOC colour map (VOCdevkit's `labelcolormap`): (n, 3) uint8 RGB."""
+  out = np.zeros((n, 3), np.uint8)
+  for i in range(n):
+    c, r, g, b = i, 0, 0, 0
+    for j in range(8):
+      r |= ((c >> 0) & 1) << (7 - j)
+      g |= ((c >> 1) & 1) << (7 - j)
+      b |= ((c >> 2) & 1) << (7 - j)
+      c >>= 3
+    out[i] = (r, g, b)
+  return out
+
+
+@functools.cache
+def voc_table() -> ClassTable:
+  """PASCAL VOC 2012 (21 classes, background = 0); raw 255 (boundaries) -> ignore."""
+  mapping = {i: i for i in range(len(VOC_CLASSES))}
+  mapping[VOC_BOUNDARY_ID] = IGNORE_INDEX
+  return ClassTable.build("voc", VOC_CLASSES, voc_palette(len(VOC_CLASSES)), mapping)
+
+
+SPEC = base.DatasetSpec("voc", voc_dataset, lambda data_cfg: voc_table(),
                         semseg_base_size=512)
