@@ -34,6 +34,7 @@ import numpy as np
 
 from jaxseg.convert import pth_reader
 from jaxseg.runtime import checkpoint as ckpt_lib
+from jaxseg.runtime import checkpoint_layout
 from jaxseg.runtime import variables
 from jaxseg.sdcnet import sdcnet as sdcnet_lib
 from jaxseg.sdcnet import torch_names
@@ -78,7 +79,7 @@ def own_variables(model: nnx.Module) -> tuple[FlatVars, FlatVars]:
 
 
 def _check_keys(want: Mapping[str, Any], have: Mapping[str, Any], what: str, where: str) -> None:
-  problems = ckpt_lib.layout_problems(want, have)
+  problems = checkpoint_layout.layout_problems(want, have)
   if problems:
     raise ValueError(f"{where}: {what} do not fit the model: " + "; ".join(problems))
 
