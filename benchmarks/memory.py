@@ -6,10 +6,11 @@ r"""Memory budget of the train step on paper: XLA's compiled memory analysis, no
 
 For each model x precision x remat x crop, the train step of the paper's Cityscapes recipe
 (configs/cityscapes_wrn38.py / cityscapes_srnx50.py: label relaxation loss, SGD with momentum;
-crop `--crops`, `--batch-per-device` images) is traced FOR A GPU (jaxseg.runtime.platforms.lowering_for:
-lax.conv everywhere, none of the CPU-only conv algorithms or fusion barriers), compiled by this
-host's XLA and its `memory_analysis()` read: arguments (parameters, BN statistics, momentum,
-the batch), outputs (the new state, aliased to the donated arguments), temporaries (the
+crop `--crops`, `--batch-per-device` images) is traced FOR A GPU
+(jaxseg.runtime.platforms.lowering_for: lax.conv everywhere, none of the CPU-only conv
+algorithms or fusion barriers), compiled by this host's XLA and its `memory_analysis()` read:
+arguments (parameters, BN statistics, momentum, the batch), outputs (the new state, aliased
+to the donated arguments), temporaries (the
 activations kept for the backward pass, gradients, workspace). Peak = arguments + outputs +
 temporaries - aliased, the live set of one device of a data-parallel run (the per-device
 program of a data-parallel step differs only by the gradient all-reduce). It is an estimate

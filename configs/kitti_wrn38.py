@@ -3,7 +3,8 @@
   python -m jaxseg.main --config configs/kitti_wrn38.py --workdir runs/kitti_wrn38 \
       --config.data.root=/path/to/kitti --config.init_from=/path/to/start_checkpoint
 
-See jaxseg/config/recipes_nvidia.py for the flag-by-flag mapping and where the starting weights come from.
+See jaxseg/config/recipes_nvidia.py for the flag-by-flag mapping and where the starting weights
+come from.
 """
 from jaxseg.config import recipes_nvidia
 

@@ -3,7 +3,8 @@
   python -m jaxseg.main --config configs/mapillary_srnx50.py --workdir runs/mapillary_srnx50 \
       --config.data.root=/path/to/mapillary --config.init_from=/path/to/imagenet_trunk
 
-See jaxseg/config/recipes_nvidia.py for the flag-by-flag mapping and how to convert the ImageNet trunk.
+See jaxseg/config/recipes_nvidia.py for the flag-by-flag mapping and how to convert the ImageNet
+trunk.
 """
 from jaxseg.config import recipes_nvidia
 

@@ -5,7 +5,8 @@ r"""Every GPU question of issue 15 in one call: tests, train step, original, eva
 
 Parts, each a list of jobs run as subprocesses (own process group, killed at the part's limit,
 so one hang cannot eat the call):
-  a  pytest -m gpu tests/kernels/test_gpu.py (Pallas warp vs XLA forward/backward, bf16 train step, eval)
+  a  pytest -m gpu tests/kernels/test_gpu.py (Pallas warp vs XLA forward/backward, bf16 train
+     step, eval)
   b  benchmarks/train_step.py: DeepWV3Plus and DeepSRNX50V3PlusD_m1, crop 896, batch 2, bf16
   c  benchmarks/gpu/original_train_step.py: the ORIGINAL PyTorch code, same models/crop/batch,
      as shipped (fp16 autocast, NCHW) and modern (bf16 autocast, channels_last, torch.compile)

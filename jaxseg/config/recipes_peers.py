@@ -1,5 +1,6 @@
 """Training recipes of the peer codebases: hszhao/semseg, torchvision's segmentation references,
-HRNet-Semantic-Segmentation / MSeg (jaxseg/config/recipes_nvidia.py holds the 2019 paper's own recipes).
+HRNet-Semantic-Segmentation / MSeg (jaxseg/config/recipes_nvidia.py holds the 2019 paper's own
+recipes).
 
 They share one optimisation recipe, `sgd_poly`: SGD (lr 0.01, momentum 0.9, weight decay 1e-4;
 HRNet 5e-4), poly power 0.9 stepped every iteration, random scale 0.5-2.0 with flips, plain

@@ -8,7 +8,8 @@ import numpy as np
 
 def confusion_matrix(labels: jax.Array, preds: jax.Array, num_classes: int, *,
                      ignore_index: int = 255, valid: jax.Array | None = None) -> jax.Array:
-  """(K, K) int32 counts, rows = ground truth, columns = prediction; ignores 255 / invalid images."""
+  """(K, K) int32 counts, rows = ground truth, columns = prediction; ignores 255 / invalid
+  images."""
   labels = labels.astype(jnp.int32)
   mask = (labels != ignore_index) & (labels < num_classes)
   if valid is not None:

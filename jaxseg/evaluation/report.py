@@ -196,7 +196,8 @@ def overlay_grid(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
     hw = image.shape[1::-1]
     label = cv2.resize(np.asarray(label, np.uint8), hw, interpolation=cv2.INTER_NEAREST)
     pred = cv2.resize(np.asarray(pred, np.uint8), hw, interpolation=cv2.INTER_NEAREST)
-    panels = [image, pictures.blend(image, palette[label], alpha), pictures.blend(image, palette[pred], alpha)]
+    panels = [image, pictures.blend(image, palette[label], alpha),
+              pictures.blend(image, palette[pred], alpha)]
     rows.append(panels)
   width = max(p.shape[1] for row in rows for p in row)
   header = 22

@@ -170,15 +170,8 @@ def restore_variables(config: ml_collections.ConfigDict, step_dir: pathlib.Path,
                       ) -> dict[str, Any]:
   """Host copies {'params', 'batch_stats'} of a step's model variables, after checking the
   model name, the class count against `info` (a DatasetInfo) and that every value is finite."""
-  try:
-    meta = checkpoint_lib.read_meta(step_dir)
-  except checkpoint_lib.DamagedCheckpointError as err:
-    raise checkpoint_lib.with_other_steps(err) from None
+  meta = checkpoint_lib.read_model_meta(step_dir, config.model.name)
   num_classes = checked_num_classes(config, step_dir, meta, info)
-  if meta.get("model") and meta["model"] != config.model.name:
-    raise ValueError(f"checkpoint {step_dir} holds model '{meta['model']}' "
-                     f"(num_classes={meta.get('num_classes')}), but '{config.model.name}' was "
-                     "requested")
   # The model's shapes only (nnx.eval_shape): no weight is initialised just to be overwritten.
   _, params, stats = variables.split_model(
       nnx.eval_shape(lambda: registry.from_config(config, num_classes, rngs=nnx.Rngs(0))))

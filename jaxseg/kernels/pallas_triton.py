@@ -63,7 +63,8 @@ def next_power_of_2(x: int) -> int:
 
 def gpu_backend() -> bool:
   """True when the code traced now is for a GPU (CUDA or ROCm): this host's default backend,
-  or the platform of a `jaxseg.runtime.platforms.lowering_for` block (a GPU lowering on a CPU host)."""
+  or the platform of a `jaxseg.runtime.platforms.lowering_for` block (a GPU lowering on a CPU
+  host)."""
   return platforms.targets_gpu()
 
 

@@ -351,6 +351,22 @@ def read_meta(step_dir: pathlib.Path) -> dict[str, Any]:
       raise
     raise DamagedCheckpointError(step_dir, detail) from None
 
+
+def read_model_meta(step_dir: pathlib.Path, expected_model: str | None = None
+                    ) -> dict[str, Any]:
+  """The meta of a step a model is restored from: damage names the other steps to pass as
+  --step; a checkpoint of another network than `expected_model` is refused."""
+  try:
+    meta = read_meta(step_dir)
+  except DamagedCheckpointError as err:
+    raise with_other_steps(err) from None
+  if expected_model and meta.get("model") and meta["model"] != expected_model:
+    raise ValueError(f"checkpoint {step_dir} holds model '{meta['model']}' "
+                     f"(num_classes={meta.get('num_classes')}), but '{expected_model}' was "
+                     "requested")
+  return meta
+
+
 def restore_model_variables(path: str | pathlib.Path, model: nnx.Module, *,
                             step: int | None = None, expected_model: str | None = None
                             ) -> dict[str, Any]:
@@ -361,13 +377,7 @@ def restore_model_variables(path: str | pathlib.Path, model: nnx.Module, *,
   and the other steps to pass as --step) when its files cannot be read.
   """
   step_dir = resolve_checkpoint(path, step)
-  try:
-    meta = read_meta(step_dir)
-  except DamagedCheckpointError as err:
-    raise with_other_steps(err) from None
-  if expected_model and meta.get("model") and meta["model"] != expected_model:
-    raise ValueError(f"checkpoint {step_dir} holds model '{meta['model']}' "
-                     f"(num_classes={meta.get('num_classes')}), but '{expected_model}' was requested")
+  meta = read_model_meta(step_dir, expected_model)
   params, stats = variables.model_variables(model)
   restored = restore_model_item(step_dir, {"params": params, "batch_stats": stats})
   variables.update_model(model, restored["params"], restored["batch_stats"])

@@ -6,8 +6,9 @@ lives, in order of precedence:
   JAX_COMPILATION_CACHE_DIR / jax.config   set explicitly: left alone (tests, user set-ups)
   JAXSEG_COMPILE_CACHE                     a folder, or 'off'
   config.compile_cache                     a folder, 'off', or 'auto'
-  'auto'                                   <cache root>/jax_compile (runtime/files.py: $JAXSEG_CACHE,
-                                           else $XDG_CACHE_HOME/jaxseg, else ~/.cache/jaxseg)
+  'auto'                                   <cache root>/jax_compile (runtime/files.py:
+                                           $JAXSEG_CACHE, else $XDG_CACHE_HOME/jaxseg, else
+                                           ~/.cache/jaxseg)
 """
 from __future__ import annotations
 

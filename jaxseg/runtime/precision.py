@@ -18,7 +18,8 @@ _COMPUTE_DTYPES = {"bf16": jnp.bfloat16, "fp16": jnp.float16, "fp32": jnp.float3
 
 def compute_dtype(precision: str) -> jnp.dtype:
   if precision not in _COMPUTE_DTYPES:
-    raise ValueError(f"config.precision must be one of {sorted(_COMPUTE_DTYPES)}, got '{precision}'")
+    raise ValueError(f"config.precision must be one of {sorted(_COMPUTE_DTYPES)}, "
+                     f"got '{precision}'")
   return _COMPUTE_DTYPES[precision]
 
 

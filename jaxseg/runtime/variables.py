@@ -1,8 +1,8 @@
 """Flat, string-keyed views of an NNX model's variables.
 
-The train state keeps parameters and BatchNorm statistics as flat `{"mod2/block1/.../kernel": array}`
-dicts: plain pytrees that optax, orbax and sharding rules handle without knowing about NNX, and
-whose keys double as readable names in error messages and checkpoints.
+The train state keeps parameters and BatchNorm statistics as flat `{"mod2/block1/.../kernel":
+array}` dicts: plain pytrees that optax, orbax and sharding rules handle without knowing about
+NNX, and whose keys double as readable names in error messages and checkpoints.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ class ModelLayout:
   param_paths: tuple[tuple[str, tuple[Any, ...], type], ...]
   stat_paths: tuple[tuple[str, tuple[Any, ...], type], ...]
 
-  def merge(self, params: Mapping[str, jax.Array], batch_stats: Mapping[str, jax.Array]) -> nnx.Module:
+  def merge(self, params: Mapping[str, jax.Array], batch_stats: Mapping[str, jax.Array]
+            ) -> nnx.Module:
     """Rebuilds a live model from flat variables (works under jit)."""
     return nnx.merge(self.graphdef, _unflatten(self.param_paths, params),
                      _unflatten(self.stat_paths, batch_stats))

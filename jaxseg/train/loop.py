@@ -51,7 +51,8 @@ def global_batch_size(config: ml_collections.ConfigDict, mesh) -> int:
   """Images per update: train.bs_mult x devices on the batch axes when bs_mult > 0, else
   train.batch_size; times train.grad_accum_steps (the loader's batch holds every micro-batch)."""
   bs_mult = int(config.train.get("bs_mult", 0))
-  size = bs_mult * mesh_lib.data_parallel_size(mesh) if bs_mult > 0 else int(config.train.batch_size)
+  size = (bs_mult * mesh_lib.data_parallel_size(mesh) if bs_mult > 0
+          else int(config.train.batch_size))
   if size <= 0 or size % mesh_lib.data_parallel_size(mesh):
     raise ValueError(f"the global batch {size} (config.train.batch_size / bs_mult) must be a "
                      f"positive multiple of the {mesh_lib.data_parallel_size(mesh)} devices on "

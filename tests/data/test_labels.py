@@ -120,7 +120,8 @@ def test_mapillary_table_from_config(tmp_path):
   np.testing.assert_array_equal(from_file.raw_to_train, builtin.raw_to_train)
   np.testing.assert_array_equal(from_file.colors, builtin.colors)
   # from_json recognises a Mapillary config too.
-  np.testing.assert_array_equal(table_lib.ClassTable.from_json(path).raw_to_train, builtin.raw_to_train)
+  np.testing.assert_array_equal(table_lib.ClassTable.from_json(path).raw_to_train,
+                                builtin.raw_to_train)
 
 
 def test_kitti_table_is_cityscapes():

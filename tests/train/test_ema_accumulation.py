@@ -1,6 +1,7 @@
 """Gradient accumulation (train.grad_accum_steps) and the weight EMA (train.ema_decay).
 
-Tiny test-only conv models (registered as tests/train/test_losses_aux_and_weights.py's ToyAuxModel is) keep
+Tiny test-only conv models (registered as tests/train/test_losses_aux_and_weights.py's
+ToyAuxModel is) keep
 every compile to a second: a BN-free one for the big-batch equality, one with a BatchNorm for
 the micro-batch statistics, and the trainer end to end for EMA evaluation, saving and resume.
 """

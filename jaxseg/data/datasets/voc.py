@@ -14,7 +14,8 @@ VOC images, from either source (`voc_aug_source`):
     root/SegmentationClassAug/<id>.png        class ids 0..20 (grayscale or palette)
     root/ImageSets/Segmentation/train_aug.txt  optional list: '<id>' or
                                                '/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png'
-                                               per line (also found as aug.txt or root/train_aug.txt)
+                                               per line (also found as aug.txt or
+                                               root/train_aug.txt)
 
   Without a list file the split is every id with a SegmentationClassAug label plus VOC train.
 * 'sbd': SBD's own release (`sbd_root` = benchmark_RELEASE), read with scipy.io.loadmat::
