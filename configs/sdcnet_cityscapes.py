@@ -6,10 +6,10 @@ Propagation (writes WORKDIR/sdc_aug, the `data.sdc_root` of the segmentation con
       --config.data.root=/data/cityscapes \
       --config.sdcnet.checkpoint=/ckpt/sdcnet/0 --config.flow.flownet2_checkpoint=/ckpt/flownet2/0
 
-(convert the original weights first: python -m jaxseg.sdcnet.convert_weights --sdcnet
-sdc_cityscapes_vrec.pth.tar --flownet2 FlowNet2_checkpoint.pth.tar --out /ckpt). Without
-FlowNet2 weights: --config.flow.source=dis; without any weights, the flow-only baseline:
---config.propagate.method=flow --config.flow.source=dis.
+(convert the original weights first: python -m jaxseg.convert --src sdc_cityscapes_vrec.pth.tar
+--model SDCNet2DRecon --out /ckpt/sdcnet, and --src FlowNet2_checkpoint.pth.tar --model FlowNet2
+--out /ckpt/flownet2). Without FlowNet2 weights: --config.flow.source=dis; without any weights,
+the flow-only baseline: --config.propagate.method=flow --config.flow.source=dis.
 
 Training (sdcnet/main.py; FlowNet2 frozen, or DIS flows):
 

@@ -6,6 +6,8 @@ r"""jaxseg command line: train, evaluate, predict and convert.
   python -m jaxseg.main --config configs/demo.py --workdir /tmp/demo --mode predict \
       --input some/image_or_folder --output /tmp/demo/pred
   python -m jaxseg.main --mode convert --src cityscapes_best.pth --model DeepWV3Plus --out DIR
+  python -m jaxseg.main --mode convert --src sdc_cityscapes_vrec.pth.tar --model SDCNet2DRecon \
+      --out DIR    # also SDCNet2D, FlowNet2 (FlowNet2_checkpoint.pth.tar)
   python -m jaxseg.main --config configs/sdcnet_cityscapes.py --workdir /tmp/sdc --mode propagate
   python -m jaxseg.main --config configs/sdcnet_cityscapes.py --workdir /tmp/sdc   # SDCNet training
 """
@@ -33,7 +35,8 @@ _INPUT = flags.DEFINE_string(
 _OUTPUT = flags.DEFINE_string("output", None, "predict: output folder (default WORKDIR/predict).")
 # --mode convert: the flags of `python -m jaxseg.convert`, spelt alike (underscores also work).
 _SRC = flags.DEFINE_string("src", None, "convert: the PyTorch .pth file.")
-_MODEL = flags.DEFINE_string("model", None, "convert: registry model name.")
+_MODEL = flags.DEFINE_string(
+    "model", None, "convert: registry model name, or SDCNet2D / SDCNet2DRecon / FlowNet2.")
 _OUT = flags.DEFINE_string("out", None, "convert: output checkpoint directory.")
 _NUM_CLASSES = flags.DEFINE_integer("num-classes", None, "convert: classes of the output model.")
 _TRUNK_ONLY = flags.DEFINE_bool("trunk-only", False, "convert: an ImageNet trunk file.")

@@ -1,5 +1,6 @@
 """NaN/Inf weights are refused by convert and by eval/predict restore; both convert front doors
-(`python -m jaxseg.convert`, `python -m jaxseg.main --mode convert`) behave the same."""
+(`python -m jaxseg.convert`, `python -m jaxseg.main --mode convert`) behave the same, for
+segmentation and SDCNet / FlowNet2 models alike."""
 import os
 import pathlib
 import subprocess
@@ -109,6 +110,23 @@ def test_both_front_doors_print_the_same_line(tmp_path, capsys):
                           env=dict(os.environ, JAX_PLATFORMS="cpu", **subprocess_env()))
   assert result.returncode == 1, result.stderr
   assert result.stderr == direct  # One line, no traceback.
+  assert not (tmp_path / "out").exists()
+
+
+def test_both_front_doors_convert_sdcnet_models(tmp_path, capsys):
+  """`--mode convert` hands SDCNet / FlowNet2 names to the same converter as `python -m
+  jaxseg.convert` (tests/sdcnet/test_convert_weights.py converts a file): same refusal line."""
+  from jaxseg.convert.__main__ import main as convert_main
+  args = ["--src", str(tmp_path / "sdc.pth"), "--model", "SDCNet2DRecon", "--trunk-only",
+          "--out", str(tmp_path / "out")]
+  assert convert_main(args) == 1
+  direct = capsys.readouterr().err
+  assert direct == ("error: --trunk-only does not apply to SDCNet2DRecon (an SDCNet / FlowNet2 "
+                    "checkpoint is converted whole)\n")
+  result = subprocess.run([sys.executable, "-m", "jaxseg.main", "--mode", "convert", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=dict(os.environ, JAX_PLATFORMS="cpu", **subprocess_env()))
+  assert result.returncode == 1 and result.stderr == direct
   assert not (tmp_path / "out").exists()
 
 

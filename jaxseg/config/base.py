@@ -34,7 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_classes = -1  # -1: from the dataset's class table
   # Keyword overrides of the registry constructor (`jaxseg.models.get_spec(name).overrides`
   # lists a family's own, e.g. width_multiplier, psa_type); every model takes `norm` ('batch' |
-  # 'group' | 'instance' | 'evonorm_s0') and `norm_groups` (group / EvoNorm groups).
+  # 'group' | 'instance' | 'evonorm_s0'), `norm_groups` (group / EvoNorm groups), `conv_impl`
+  # and `conv_precision` (lax conv precision, e.g. 'highest'; the dtype policy is c.precision).
   c.model.overrides = ml_collections.ConfigDict(
       {"width_multiplier": 1.0, "norm": "batch", "norm_groups": 32})
 
@@ -102,6 +103,10 @@ def base_config() -> ml_collections.ConfigDict:
   # > 0: keep an exponential moving average of the weights and BN statistics, updated after
   # every applied update; evaluation and the checkpoint's `model` item use it (0 = off).
   c.train.ema_decay = 0.0
+  # Periodic evaluation and the end-of-run predictions (train/periodic_eval.py): 'whole' =
+  # whole image, scale 1, no flip (the original train.py validate; cheap) | 'config' = the
+  # inference settings of config.eval below (mode, scales, flip, preset ...), as --mode eval.
+  c.train.eval_protocol = "whole"
 
   # fp16 dynamic loss scaling (apex amp's defaults).
   c.loss_scale = ml_collections.ConfigDict()

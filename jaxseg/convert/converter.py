@@ -11,11 +11,13 @@ differently shaped tensors outside the final classifier) is refused with an erro
 the model and some of the offending keys; a different `num_classes` re-initialises only
 the final classifier and the report says so. NaN/Inf in a tensor the model would load is
 refused too (`allow_non_finite` converts anyway and lists the tensors in the report).
+The report is `convert.report.LoadReport`; `read_checkpoint`, `output_step_dir`,
+`check_finite` and `source_metadata` are shared with the SDCNet / FlowNet2 conversion
+(sdcnet/convert_weights.py), so both read files, refuse and record their source alike.
 """
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import os
 import pathlib
@@ -29,13 +31,16 @@ from tqdm import tqdm
 
 from jaxseg.convert import torch_layout
 from jaxseg.convert.pth_reader import load_pth
+from jaxseg.convert.report import LoadReport
 from jaxseg.models import registry
 
 _PREFIX = "module."
 # Top-level checkpoint fields copied into the orbax metadata (scalars only).
 _META_FIELDS = ("epoch", "mean_iu", "command", "arch", "best_EPE")
 _SHOWN_KEYS = 5  # How many offending keys an error message lists.
-_STEP = 0  # Converted weights are written as step 0 of the output checkpoint directory.
+_WRONG_MODEL_ADVICE = ("Check --model (and --trunk-only for ImageNet trunk checkpoints), or pass "
+                       "allow_partial=True / --allow-partial to load what matches")
+STEP = 0  # Converted weights are written as step 0 of the output checkpoint directory.
 
 
 def _plain(value: Any) -> Any:
@@ -90,11 +95,15 @@ def _non_finite_counts(value: np.ndarray) -> str:
   return f"{nan} NaN and {inf} Inf of {value.size} values"
 
 
-def _check_finite(report: ConversionReport, state_dict: Mapping[str, np.ndarray],
-                  non_finite: list[str]) -> list[str]:
-  """The non-finite tensors the model takes from the file; raises naming the first one."""
-  unused = set(report.ignored) | set(report.unexpected) | set(report.reinitialized)
-  unused |= {k for k, _, _ in report.mismatched}
+def check_finite(report: LoadReport, state_dict: Mapping[str, np.ndarray],
+                 non_finite: list[str]) -> list[str]:
+  """The non-finite tensors the model takes from the file; raises naming the first one.
+
+  Shared with the SDCNet / FlowNet2 conversion (sdcnet/convert_weights.py), so both refuse a
+  diverged checkpoint with the same message.
+  """
+  unused = set(report.ignored) | set(report.unexpected) | set(report.reinitialised)
+  unused |= {m.key for m in report.mismatched}
   bad = [k for k in non_finite if k not in unused]
   if bad:
     more = f" (and {len(bad) - 1} more tensors, e.g. {bad[1:1 + _SHOWN_KEYS]})" if bad[1:] else ""
@@ -114,48 +123,44 @@ def _as_float32(key: str, value: np.ndarray) -> np.ndarray:
   return np.asarray(value, dtype=np.float32)
 
 
-@dataclasses.dataclass
-class ConversionReport:
-  """What a conversion loaded, left out and re-initialised."""
-  src: str
-  model: str
-  num_classes: int
-  loaded: list[str]
-  missing: list[str]  # Model tensors the checkpoint lacks (kept at their initialisation).
-  unexpected: list[str]  # Checkpoint tensors the model has no place for (ignored).
-  mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # key, file, model shape.
-  reinitialized: list[str]  # Classifier tensors re-initialised for a new class count.
-  ignored: list[str] = dataclasses.field(default_factory=list)  # num_batches_tracked, extras.
-  trunk_only: bool = False
-  left_at_init: list[str] = dataclasses.field(default_factory=list)  # Head, with trunk_only.
-  non_finite: list[str] = dataclasses.field(default_factory=list)
-  out_path: str | None = None
-  meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+def read_checkpoint(src: str, *, verbose: bool = False
+                    ) -> tuple[collections.OrderedDict, dict[str, Any], list[str]]:
+  """(state dict widened to float32, the file's scalar metadata, keys of tensors with NaN/Inf).
 
-  def summary(self) -> str:
-    """Human-readable report: counts, then every offending key by name."""
-    lines = [f'{self.src} -> {self.model} (num_classes={self.num_classes}'
-             f'{", trunk only" if self.trunk_only else ""}): loaded {len(self.loaded)} tensors']
-    if self.meta:
-      lines.append("  checkpoint: " + ", ".join(f"{k}={v!r}" for k, v in self.meta.items()))
-    if self.ignored:
-      lines.append(f"  ignored {len(self.ignored)} entries (BatchNorm num_batches_tracked, "
-                   "ImageNet classifier)")
-    if self.left_at_init:
-      lines.append(f"  {len(self.left_at_init)} head tensors keep their random initialisation")
-    if self.reinitialized:
-      lines.append(f"  re-initialised classifier for {self.num_classes} classes: "
-                   + ", ".join(self.reinitialized))
-    for title, keys in (("missing (left at initialisation)", self.missing),
-                        ("unexpected (ignored)", self.unexpected),
-                        ("non-finite values", self.non_finite)):
-      if keys:
-        lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys))
-    for key, got, want in self.mismatched:
-      lines.append(f"  shape mismatch: {key}: checkpoint {got}, model {want}")
-    if self.out_path:
-      lines.append(f"  wrote {self.out_path}")
-    return "\n".join(lines)
+  The one way a conversion reads its `.pth` file (the safe reader, the published wrappers), for
+  segmentation and SDCNet / FlowNet2 alike. `verbose` shows a progress bar over the tensors.
+  """
+  state_dict, meta = unwrap_checkpoint(load_pth(src))
+  non_finite = []
+  for key in tqdm(list(state_dict), desc="tensors", unit="tensor", disable=not verbose):
+    state_dict[key] = _as_float32(key, state_dict[key])
+    if state_dict[key].dtype.kind == "f" and not np.isfinite(state_dict[key]).all():
+      non_finite.append(key)
+  return state_dict, meta, non_finite
+
+
+def output_step_dir(out_dir: str | os.PathLike, *, overwrite: bool) -> pathlib.Path:
+  """The step directory a conversion writes (OUT/0); refuses to replace one unless `overwrite`.
+
+  Checked before the (possibly large) file is read, so a mistyped --out fails at once.
+  """
+  step_dir = pathlib.Path(out_dir) / str(STEP)
+  if step_dir.exists() and not overwrite:
+    raise FileExistsError(f"{step_dir} already exists: choose another output directory or "
+                          "pass overwrite=True / --overwrite")
+  return step_dir
+
+
+def clear_step_dir(step_dir: pathlib.Path) -> None:
+  """Removes an earlier conversion right before saving (orbax refuses to save over a step)."""
+  if step_dir.exists():
+    shutil.rmtree(step_dir)
+
+
+def source_metadata(src: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+  """The metadata every converted checkpoint records about its source file."""
+  return dict(source=os.path.abspath(src), source_sha256=_sha256(src), source_meta=dict(meta),
+              converted_by="jaxseg.convert")
 
 
 def _classifier_size(state_dict: Mapping[str, np.ndarray], src: str, model_name: str) -> int:
@@ -171,33 +176,12 @@ def _model_keys(model: nnx.Module) -> list[str]:
   return [torch_layout.torch_key_for_path(path) for path, _ in nnx.to_flat_state(state)]
 
 
-def _fail_wrong_model(report: ConversionReport) -> None:
-  """Raises when the checkpoint evidently holds another network's weights."""
-  missing = report.missing  # torch_layout does not count a re-initialised classifier.
-  if not (missing or report.unexpected or report.mismatched):
-    return
-  parts = []
-  if missing:
-    parts.append(f"{len(missing)} model tensors missing from the file, e.g. "
-                 f"{missing[:_SHOWN_KEYS]}")
-  if report.unexpected:
-    parts.append(f"{len(report.unexpected)} file tensors unknown to the model, e.g. "
-                 f"{report.unexpected[:_SHOWN_KEYS]}")
-  if report.mismatched:
-    shown = [f"{k}: file {g} vs model {w}" for k, g, w in report.mismatched[:_SHOWN_KEYS]]
-    parts.append(f"{len(report.mismatched)} shape mismatches, e.g. {shown}")
-  raise ValueError(
-      f"{report.src} does not hold {report.model} weights (loaded {len(report.loaded)} "
-      f"tensors): " + "; ".join(parts) + ". Check --model (and --trunk-only for ImageNet trunk "
-      "checkpoints), or pass allow_partial=True / --allow-partial to load what matches.")
-
-
 def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
                        out_dir: str | os.PathLike, num_classes: int | None = None,
                        trunk_only: bool = False, allow_partial: bool = False, seed: int = 0,
                        model_overrides: Mapping[str, Any] | None = None,
                        overwrite: bool = False, allow_non_finite: bool = False,
-                       verbose: bool = True) -> ConversionReport:
+                       verbose: bool = True) -> LoadReport:
   """Converts a `.pth` checkpoint into an orbax model checkpoint under `out_dir`.
 
   Args:
@@ -218,7 +202,7 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
     verbose: print the report and show a progress bar.
 
   Returns:
-    The ConversionReport, with `out_path` set to the written step directory.
+    The LoadReport, with `out_path` set to the written step directory.
 
   Raises:
     FileNotFoundError: `src` does not exist.
@@ -232,16 +216,8 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
   if model_name not in registry.list_models():  # Before reading a possibly large file.
     raise ValueError(f'unknown model {model_name!r}; known models: '
                      f'{", ".join(registry.list_models())}')
-  step_dir = pathlib.Path(out_dir) / str(_STEP)
-  if step_dir.exists() and not overwrite:
-    raise FileExistsError(f"{step_dir} already exists: choose another output directory or "
-                          "pass overwrite=True / --overwrite")
-  state_dict, meta = unwrap_checkpoint(load_pth(src))
-  non_finite = []
-  for key in tqdm(list(state_dict), desc="tensors", unit="tensor", disable=not verbose):
-    state_dict[key] = _as_float32(key, state_dict[key])
-    if state_dict[key].dtype.kind == "f" and not np.isfinite(state_dict[key]).all():
-      non_finite.append(key)
+  step_dir = output_step_dir(out_dir, overwrite=overwrite)
+  state_dict, meta, non_finite = read_checkpoint(src, verbose=verbose)
   if num_classes is None:
     if trunk_only:
       raise ValueError(f"{src}: --num-classes is required with --trunk-only (the trunk "
@@ -252,52 +228,47 @@ def convert_checkpoint(src: str | os.PathLike, model_name: str, *,
                                         rngs=nnx.Rngs(seed), **overrides)
   # Match against an abstract model first: a wrong checkpoint fails before paying for a full
   # initialisation, and a complete one needs none (every value comes from the file).
+  def load(model: nnx.Module) -> LoadReport:
+    report = _load(model, state_dict, trunk_only=trunk_only, seed=seed, model_name=model_name)
+    report.src, report.num_classes, report.meta = src, num_classes, meta
+    return report
+
   model = nnx.eval_shape(build)
-  report = _load(model, state_dict, trunk_only=trunk_only, seed=seed, model_name=model_name)
-  report.src, report.model, report.num_classes, report.meta = src, model_name, num_classes, meta
-  if not allow_partial:
-    _fail_wrong_model(report)
+  report = load(model)
+  if not allow_partial:  # A checkpoint of another network is refused, naming the keys.
+    report.raise_if_incomplete(_WRONG_MODEL_ADVICE)
   if not allow_non_finite:  # Checked on the abstract model: no initialisation paid for.
-    _check_finite(report, state_dict, non_finite)
+    check_finite(report, state_dict, non_finite)
   if not _is_concrete(model):  # Missing tensors or the trunk-only head need initial values.
     model = build()
-    report = dataclasses.replace(_load(model, state_dict, trunk_only=trunk_only, seed=seed,
-                                       model_name=model_name),
-                                 src=src, model=model_name, num_classes=num_classes, meta=meta)
+    report = load(model)
   report.non_finite = non_finite
   if trunk_only:  # Everything outside the trunk (the head) keeps its initialisation.
     done = set(report.loaded) | set(report.missing)
     report.left_at_init = [k for k in _model_keys(model) if k not in done]
   metadata = dict(model=model_name, num_classes=num_classes, model_overrides=overrides,
-                  source=os.path.abspath(src), source_sha256=_sha256(src),
-                  source_meta=meta, converted_by="jaxseg.convert", trunk_only=trunk_only,
+                  **source_metadata(src, meta), trunk_only=trunk_only,
                   reinitialized=report.reinitialized, missing=report.missing,
                   unexpected=report.unexpected)
-  if step_dir.exists():  # overwrite: orbax refuses to save over an existing step.
-    shutil.rmtree(step_dir)
+  clear_step_dir(step_dir)
   report.out_path = str(save_model_checkpoint(pathlib.Path(out_dir), model, metadata=metadata,
-                                              step=_STEP))
+                                              step=STEP))
   if verbose:
     print(report.summary())
   return report
 
 
 def _load(model: nnx.Module, state_dict: Mapping[str, np.ndarray], *, trunk_only: bool,
-          seed: int, model_name: str) -> ConversionReport:
-  """Loads into `model` in place (non-strict) and translates torch_layout's report."""
+          seed: int, model_name: str) -> LoadReport:
+  """Loads into `model` in place (non-strict); the report names the registry model."""
   if trunk_only:
-    loaded = torch_layout.load_trunk_state_dict(model, state_dict, strict=False)
+    report = torch_layout.load_trunk_state_dict(model, state_dict, strict=False)
   else:
-    loaded = torch_layout.load_state_dict(
+    report = torch_layout.load_state_dict(
         model, state_dict, reinit_classifier_on_mismatch=True, strict=False, reinit_seed=seed,
         classifier_keys=registry.get_spec(model_name).classifier_keys)
-  return ConversionReport(
-      src="", model="", num_classes=0, loaded=list(loaded.loaded), missing=list(loaded.missing),
-      unexpected=list(loaded.unexpected),
-      # torch_layout reports (key, model shape, file shape).
-      mismatched=[(k, tuple(got), tuple(want)) for k, want, got in loaded.mismatched],
-      reinitialized=list(loaded.reinitialized), ignored=list(loaded.ignored),
-      trunk_only=trunk_only)
+  report.model, report.trunk_only = model_name, trunk_only
+  return report
 
 
 def _is_concrete(model: nnx.Module) -> bool:

@@ -17,7 +17,6 @@ Integer path entries are nnx.List indices, i.e. torch Sequential indices.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-import dataclasses
 import re
 from typing import Any
 
@@ -26,33 +25,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.convert.report import LoadReport
+from jaxseg.convert.report import ShapeMismatch
+
 _LEAF_TO_TORCH = {"kernel": "weight", "scale": "weight", "bias": "bias", "mean": "running_mean",
                   "var": "running_var", "v": "v"}  # v: EvoNorm-S0 (timm EvoNorm2dS0)
 _NBT = "num_batches_tracked"
 # The segmentation classifier (last conv of `final`); its out-channels = num_classes.
 CLASSIFIER_KEY = "final.6.weight"
 DEFAULT_CLASSIFIER_KEYS = (CLASSIFIER_KEY, "final.6.bias")
-
-
-@dataclasses.dataclass
-class LoadReport:
-  """What a state-dict load did. Keys are torch keys without the stripped prefix."""
-  loaded: list[str] = dataclasses.field(default_factory=list)
-  missing: list[str] = dataclasses.field(default_factory=list)
-  unexpected: list[str] = dataclasses.field(default_factory=list)
-  mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = dataclasses.field(
-      default_factory=list)  # (key, expected torch shape, got shape)
-  reinitialised: list[str] = dataclasses.field(default_factory=list)
-  ignored: list[str] = dataclasses.field(default_factory=list)  # num_batches_tracked, known extras
-
-  @property
-  def reinitialized(self) -> list[str]:
-    """US spelling alias of `reinitialised`."""
-    return self.reinitialised
-
-  @property
-  def ok(self) -> bool:
-    return not (self.missing or self.unexpected or self.mismatched)
 
 
 def torch_key_for_path(path: Sequence[Any]) -> str:
@@ -141,18 +122,6 @@ def _fmt(keys: Sequence[Any], limit: int = 20) -> str:
   return text + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
 
 
-def _raise_if_failed(report: LoadReport, what: str) -> None:
-  parts = []
-  if report.missing:
-    parts.append(f"missing keys: {_fmt(report.missing)}")
-  if report.unexpected:
-    parts.append(f"unexpected keys: {_fmt(report.unexpected)}")
-  if report.mismatched:
-    parts.append("shape mismatches (key, expected, got): " + _fmt(report.mismatched))
-  if parts:
-    raise ValueError(f"{what} failed; " + "; ".join(parts))
-
-
 def _reinit_value(leaf: str, shape: tuple[int, ...], dtype: Any, seed: int) -> jax.Array:
   if leaf == "kernel":
     init = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -200,7 +169,7 @@ def _load_entries(model: nnx.Module, sd: dict[str, np.ndarray], report: LoadRepo
         if isinstance(var.get_value(), jax.ShapeDtypeStruct):
           updates[path] = (var, _reinit_value(leaf, shape, dtype, reinit_seed))
         continue
-      report.mismatched.append((ck, expected, tuple(value.shape)))
+      report.mismatched.append(ShapeMismatch(ck, expected, tuple(value.shape)))
       continue
     updates[path] = (var, jnp.asarray(torch_to_nnx_array(leaf, value), dtype=dtype))
     report.loaded.append(mk)
@@ -212,7 +181,7 @@ def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
                     strip_prefix: str | None = "module.", strict: bool = True,
                     reinit_classifier_on_mismatch: bool = False,
                     classifier_keys: Sequence[str] = DEFAULT_CLASSIFIER_KEYS,
-                    reinit_seed: int = 0) -> LoadReport:
+                    reinit_seed: int = 0, src: str = "") -> LoadReport:
   """Writes a torch-layout state_dict (numpy arrays) into `model` in place.
 
   Args:
@@ -224,19 +193,20 @@ def load_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
     reinit_classifier_on_mismatch: the `classifier_keys` may differ in shape (other
       num_classes); they keep the model's own initialisation (drawn from
       `reinit_seed` for abstract models) and are listed in `reinitialised`.
+    src: the file the state dict came from, named by the report and its errors.
 
   Returns:
     LoadReport. `num_batches_tracked` entries of known BatchNorms are `ignored`.
   """
   sd = _strip(state_dict, strip_prefix)
-  report = LoadReport()
+  report = LoadReport(model=type(model).__name__, src=src)
   classifier = set(classifier_keys) if reinit_classifier_on_mismatch else set()
   _load_entries(model, sd, report, key_map=lambda k: k, allowed_extra=lambda k: False,
                 mismatch_ok=lambda k: k in classifier, reinit_seed=reinit_seed)
   # A re-initialised classifier is not "missing".
   report.missing = [k for k in report.missing if k not in report.reinitialised]
   if strict:
-    _raise_if_failed(report, "load_state_dict")
+    report.raise_if_incomplete()
   return report
 
 
@@ -342,7 +312,7 @@ def detect_trunk_format(state_dict: Mapping[str, Any], strip_prefix: str = "modu
 
 def load_trunk_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
                           trunk_format: str = "auto", strip_prefix: str | None = "module.",
-                          strict: bool = True) -> LoadReport:
+                          strict: bool = True, src: str = "") -> LoadReport:
   """Initialises the trunk of a segmentation model from an ImageNet checkpoint.
 
   trunk_format: 'wider_resnet38' (wider_resnet38.pth.tar: `module.mod1..mod7`, plus
@@ -353,7 +323,8 @@ def load_trunk_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
   layer0.0/1/3/4/6/7, unused `fc`) or 'auto'.
   Only the model's trunk entries are written; the head keeps its initialisation.
   Report: `missing` = trunk entries absent from the checkpoint, `ignored` = known
-  unused checkpoint entries (and num_batches_tracked), `unexpected` = others.
+  unused checkpoint entries (and num_batches_tracked), `unexpected` = others. `src`: the
+  file the state dict came from, named by the report and its errors.
   """
   if trunk_format == "auto":
     trunk_format = detect_trunk_format(state_dict, strip_prefix or "")
@@ -367,10 +338,10 @@ def load_trunk_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
                      f"(expected keys starting with {prefixes})")
   sd = _strip(state_dict, strip_prefix)
   unused = _TRUNK_UNUSED[trunk_format]
-  report = LoadReport()
+  report = LoadReport(model=f"{type(model).__name__} trunk ({trunk_format})", src=src)
   _load_entries(model, sd, report, key_map=key_map, allowed_extra=lambda k: bool(unused.match(k)),
                 mismatch_ok=lambda k: False, reinit_seed=0,
                 restrict=lambda k: k.startswith(prefixes))
   if strict:
-    _raise_if_failed(report, f"load_trunk_state_dict({trunk_format})")
+    report.raise_if_incomplete()
   return report

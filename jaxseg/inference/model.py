@@ -1,13 +1,10 @@
 """The model as a pure inference function, optionally with a fixed-size ASPP image pool.
 
-The original eval.py `--fixed_aspp_pool` replaces the ASPP's global image pooling
-(`AdaptiveAvgPool2d(1)`) by `AvgPool2d(105)` (kernel = stride = 105, no padding): the feature
-size of an 840x840 training crop at output stride 8, so that large test images see pooled
-context of the size the model was trained with. The pooled map (floor(h/105) x floor(w/105))
-goes through `img_conv` and is upsampled bilinearly (align_corners=True) to the feature size.
-
-jaxseg.models.deeplab.ASPP has no hook for this, so `FixedPoolASPP` takes the ASPP's own
-submodules (`features`, `img_conv`): variable paths, and hence checkpoints, are unchanged.
+config.eval.mode='pooling' is the original eval.py `--fixed_aspp_pool`: the ASPP's image
+pooling averages `config.eval.aspp_pool_size` x `aspp_pool_size` windows instead of the whole
+map. That is an option of the DeepLabV3+ ASPP itself (`jaxseg.models.deeplabv3plus.ASPP
+.image_pool_window`, set through the model's `set_image_pool_window`); variable paths, and
+hence checkpoints, are the same either way.
 
 A model trained on a universal taxonomy (data.name='multi') is evaluated in one dataset's
 classes with `config.eval.taxonomy` + `config.eval.taxonomy_dataset`: the network is built with
@@ -29,46 +26,18 @@ import ml_collections
 from jaxseg.data import taxonomy as taxonomy_lib
 from jaxseg.inference import sliding
 from jaxseg.models import registry
-from jaxseg.models.interpolate import resize_bilinear_align_corners
-from jaxseg.models.layers import apply_layers
 from jaxseg.runtime import checkpoint as checkpoint_lib
 from jaxseg.runtime import precision as precision_lib
 from jaxseg.runtime import variables
 
 
-class FixedPoolASPP(nnx.Module):
-  """ASPP whose image-level branch average-pools `pool_size` x `pool_size` windows."""
-
-  def __init__(self, aspp: nnx.Module, pool_size: int):
-    missing = [name for name in ("features", "img_conv") if not hasattr(aspp, name)]
-    if missing:
-      raise ValueError(f"fixed ASPP pooling: {type(aspp).__name__} has no {missing}; "
-                       "expected jaxseg.models.deeplab.ASPP (features, img_conv)")
-    self.features = aspp.features
-    self.img_conv = aspp.img_conv
-    self.pool_size = int(pool_size)
-
-  def __call__(self, x: jax.Array, *, train: bool = False,
-               rngs: nnx.Rngs | None = None) -> jax.Array:
-    kw = dict(train=train, rngs=rngs)
-    h, w = x.shape[1:3]
-    # torch would fail on maps smaller than the window; here the window shrinks to the map.
-    kh, kw_ = min(self.pool_size, h), min(self.pool_size, w)
-    summed = jax.lax.reduce_window(x.astype(jnp.float32), 0.0, jax.lax.add, (1, kh, kw_, 1),
-                                   (1, kh, kw_, 1), "VALID")
-    pooled = (summed / (kh * kw_)).astype(x.dtype)
-    img = apply_layers(self.img_conv, pooled, **kw)
-    outs = [resize_bilinear_align_corners(img, (h, w))]
-    outs += [apply_layers(f, x, **kw) for f in self.features]
-    return jnp.concatenate(outs, axis=-1)
-
-
 def use_fixed_aspp_pool(model: nnx.Module, pool_size: int) -> nnx.Module:
-  """Swaps `model.aspp` for a `FixedPoolASPP` in place (same variables); returns `model`."""
-  if not hasattr(model, "aspp"):
+  """Sets the model's ASPP image pooling to `pool_size` windows in place; returns `model`."""
+  set_window = getattr(model, "set_image_pool_window", None)
+  if not hasattr(model, "aspp") or set_window is None:
     raise ValueError(f"config.eval.mode='pooling' needs a model with an ASPP head "
                      f"(`aspp`); {type(model).__name__} has none")
-  model.aspp = FixedPoolASPP(model.aspp, pool_size)
+  set_window(int(pool_size))
   return model
 
 

@@ -21,6 +21,7 @@ align_corners=True. BatchNorm momentum 0.01 (torch convention), eps 1e-5, as MSe
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from typing import Any
 
 from flax import nnx
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_align_corners
 from jaxseg.models.interpolate import resize_bilinear_half_pixel
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import ReLU
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
@@ -48,14 +50,14 @@ def w48_stages() -> tuple[dict[str, Any], ...]:
           dict(num_modules=3, num_blocks=(4, 4, 4, 4), channels=(48, 96, 192, 384)))
 
 
-def _conv_bn(cin: int, cout: int, k: int, *, relu: bool, cfg: dict[str, Any], rngs: nnx.Rngs,
+def _conv_bn(cin: int, cout: int, k: int, *, relu: bool, cfg: LayerCfg, rngs: nnx.Rngs,
              **kw) -> nnx.List:
   layers = [adapter.conv(cin, cout, k, padding=k // 2, cfg=cfg, rngs=rngs, **kw),
             make_norm(cout, cfg)]
   return nnx.List(layers + [ReLU()] if relu else layers)
 
 
-def _basic_blocks(cin: int, cout: int, n: int, *, cfg: dict[str, Any],
+def _basic_blocks(cin: int, cout: int, n: int, *, cfg: LayerCfg,
                   rngs: nnx.Rngs) -> nnx.List:
   """A branch: n BasicBlocks (a 1x1 conv + BN downsample when the width changes)."""
   blocks = []
@@ -73,7 +75,7 @@ class HighResolutionModule(nnx.Module):
   """Parallel branches of BasicBlocks followed by the all-to-all fusion (sum, ReLU)."""
 
   def __init__(self, in_channels: Sequence[int], channels: Sequence[int],
-               num_blocks: Sequence[int], *, cfg: dict[str, Any], rngs: nnx.Rngs):
+               num_blocks: Sequence[int], *, cfg: LayerCfg, rngs: nnx.Rngs):
     n = len(channels)
     if not len(in_channels) == len(num_blocks) == n:
       raise ValueError(f"HighResolutionModule: in_channels {tuple(in_channels)}, channels "
@@ -122,9 +124,9 @@ class HRNet(nnx.Module):
   """HRNetV2 segmentation network with MSeg's `last_layer` head."""
 
   def __init__(self, num_classes: int, *, stages: Sequence[dict[str, Any]] | None = None,
-               width_multiplier: float = 1.0, cfg: dict[str, Any], rngs: nnx.Rngs):
+               width_multiplier: float = 1.0, cfg: LayerCfg, rngs: nnx.Rngs):
     stages = tuple(stages or w48_stages())
-    cfg = dict(cfg, bn_momentum=BN_MOMENTUM)  # every make_norm BatchNorm: MSeg's momentum
+    cfg = dataclasses.replace(cfg, bn_momentum=BN_MOMENTUM)  # every BatchNorm: MSeg's momentum
     w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
     kw = dict(cfg=cfg, rngs=rngs)
     stem = w(64)
@@ -157,7 +159,7 @@ class HRNet(nnx.Module):
     self.num_classes = num_classes
 
   @staticmethod
-  def _transition(pre: Sequence[int], cur: Sequence[int], *, cfg: dict[str, Any],
+  def _transition(pre: Sequence[int], cur: Sequence[int], *, cfg: LayerCfg,
                   rngs: nnx.Rngs) -> nnx.List:
     """_make_transition_layer: None where a branch passes through unchanged."""
     layers = []
@@ -194,7 +196,7 @@ class HRNet(nnx.Module):
     return resize_bilinear_align_corners(logits, size)
 
 
-def _build_w48(num_classes: int, *, cfg: dict[str, Any], rngs: nnx.Rngs,
+def _build_w48(num_classes: int, *, cfg: LayerCfg, rngs: nnx.Rngs,
                **overrides) -> nnx.Module:
   return HRNet(num_classes, cfg=cfg, rngs=rngs, **overrides)
 

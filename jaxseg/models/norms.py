@@ -8,13 +8,13 @@ swaps BatchNorm for another normaliser without touching the network code:
   'instance'    torch InstanceNorm2d(C, affine=True, track_running_stats=False)
   'evonorm_s0'  EvoNorm-S0 (Liu et al. 2020), timm `EvoNorm2dS0` parameters
 
-`cfg['bn_momentum']` (default 0.1, torch's convention: running = (1 - m) * running + m * batch)
-is the running-statistics momentum of 'batch' (HRNet passes MSeg's 0.01). `cfg['norm_groups']`
+`cfg.bn_momentum` (default 0.1, torch's convention: running = (1 - m) * running + m * batch)
+is the running-statistics momentum of 'batch' (HRNet passes MSeg's 0.01). `cfg.norm_groups`
 (default 32) is the group count of 'group' and 'evonorm_s0'; a channel count it does not divide
 (tiny test widths, odd heads) uses the largest divisor below it (`layers.divisible_groups`).
 The batch-independent normalisers have no statistics to track: train and eval compute the same
 function. Statistics are float32 whatever the compute dtype; the output has the compute dtype
-`cfg['dtype']`.
+`cfg.dtype` (`cfg` is the model's `layer_cfg.LayerCfg`).
 
 A 1x1 feature map (e.g. the image-pooling branch of ASPP / PPM) has zero variance per sample:
 'instance' (and 'group' with one channel per group) then output their `bias` alone, where
@@ -33,12 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.models.layer_cfg import DEFAULT_NORM_GROUPS
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import BatchNorm
 from jaxseg.models.layers import divisible_groups
 
 NORM_TYPES = ("batch", "group", "instance", "evonorm_s0")
-DEFAULT_NORM_GROUPS = 32
-DEFAULT_BN_MOMENTUM = 0.1  # torch BatchNorm2d's
 _EPS = 1e-5
 
 
@@ -145,21 +145,20 @@ class EvoNormS0(nnx.Module):
     return _affine(y, self)
 
 
-def norm_groups(channels: int, cfg: dict[str, Any]) -> int:
-  """The group count for `channels`: cfg['norm_groups'] or its largest divisor below it."""
-  target = int(cfg.get("norm_groups", DEFAULT_NORM_GROUPS))
+def norm_groups(channels: int, cfg: LayerCfg) -> int:
+  """The group count for `channels`: cfg.norm_groups or its largest divisor below it."""
+  target = int(cfg.norm_groups)
   if target < 1:
     raise ValueError(f"norm_groups must be >= 1, got {target}")
   return divisible_groups(channels, target)
 
 
-def make_norm(channels: int, cfg: dict[str, Any]) -> nnx.Module:
-  """The normalisation layer `cfg['norm']` over `channels` (NHWC, last axis)."""
-  kind = cfg.get("norm", "batch")
-  dtypes = dict(dtype=cfg["dtype"], param_dtype=cfg["param_dtype"])
+def make_norm(channels: int, cfg: LayerCfg) -> nnx.Module:
+  """The normalisation layer `cfg.norm` over `channels` (NHWC, last axis)."""
+  kind = cfg.norm
+  dtypes = dict(dtype=cfg.dtype, param_dtype=cfg.param_dtype)
   if kind == "batch":
-    return BatchNorm(channels, momentum=float(cfg.get("bn_momentum", DEFAULT_BN_MOMENTUM)),
-                     groups=cfg["bn_groups"], **dtypes)
+    return BatchNorm(channels, momentum=float(cfg.bn_momentum), groups=cfg.bn_groups, **dtypes)
   if kind == "group":
     return GroupNorm(channels, num_groups=norm_groups(channels, cfg), **dtypes)
   if kind == "instance":

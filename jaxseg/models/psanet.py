@@ -27,14 +27,13 @@ exactly mask_h x mask_w shrunk maps, and says so otherwise.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from flax import nnx
 import jax
 import jax.numpy as jnp
 
 from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_align_corners
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
 from jaxseg.models.psa_mask import psa_mask
@@ -52,7 +51,7 @@ def mask_size_for_crop(crop_size: int, shrink_factor: int = 2, compact: bool = F
   return shrunk if compact else 2 * shrunk - 1
 
 
-def _attention(mid: int, mask_channels: int, cfg: dict[str, Any], rngs: nnx.Rngs) -> nnx.List:
+def _attention(mid: int, mask_channels: int, cfg: LayerCfg, rngs: nnx.Rngs) -> nnx.List:
   return nnx.List([*adapter.conv_bn_relu(mid, mid, 1, cfg=cfg, rngs=rngs),
                    adapter.conv(mid, mask_channels, 1, cfg=cfg, rngs=rngs)])
 
@@ -62,7 +61,7 @@ class PSA(nnx.Module):
 
   def __init__(self, in_channels: int, mid_channels: int, *, psa_type: int, compact: bool,
                shrink_factor: int, mask_size: tuple[int, int], normalization_factor: float | None,
-               psa_softmax: bool, cfg: dict[str, Any], rngs: nnx.Rngs):
+               psa_softmax: bool, cfg: LayerCfg, rngs: nnx.Rngs):
     if psa_type not in PSA_TYPES:
       raise ValueError(f"PSA: psa_type must be 0 (collect), 1 (distribute) or 2 (both), "
                        f"got {psa_type}")
@@ -144,7 +143,7 @@ class PSANet(SemsegNet):
                compact: bool = False, shrink_factor: int = 2, crop_size: int = 465,
                mask_size: int | tuple[int, int] | None = None,
                normalization_factor: float | None = 1.0, psa_softmax: bool = True,
-               dropout: float = 0.1, width_multiplier: float = 1.0, cfg: dict[str, Any],
+               dropout: float = 0.1, width_multiplier: float = 1.0, cfg: LayerCfg,
                rngs: nnx.Rngs):
     if mask_size is None:
       mask_size = mask_size_for_crop(crop_size, shrink_factor, compact)
@@ -163,7 +162,7 @@ class PSANet(SemsegNet):
 
 
 def _psanet(layers: int):
-  def build(num_classes: int, *, cfg: dict[str, Any], rngs: nnx.Rngs, **overrides) -> PSANet:
+  def build(num_classes: int, *, cfg: LayerCfg, rngs: nnx.Rngs, **overrides) -> PSANet:
     return PSANet(num_classes, layers=layers, cfg=cfg, rngs=rngs, **overrides)
   return build
 

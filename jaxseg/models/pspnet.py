@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import functools
-from typing import Any
 
 from flax import nnx
 import jax
@@ -25,6 +24,7 @@ import numpy as np
 
 from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_align_corners
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import Dropout2d
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
@@ -36,7 +36,7 @@ AUX_HEADS = ("aux",)
 
 
 def classifier_head(cin: int, mid: int, num_classes: int, dropout: float, *,
-                    cfg: dict[str, Any], rngs: nnx.Rngs) -> nnx.List:
+                    cfg: LayerCfg, rngs: nnx.Rngs) -> nnx.List:
   """semseg's `cls` / `aux`: 3x3 conv, BN, ReLU, Dropout2d, 1x1 conv with bias."""
   return nnx.List([*adapter.conv_bn_relu(cin, mid, 3, padding=1, cfg=cfg, rngs=rngs),
                    Dropout2d(dropout),
@@ -80,7 +80,7 @@ class PPM(nnx.Module):
   """Pyramid pooling module: [x, up(branch_b(pool_b(x))) for b in bins] concatenated."""
 
   def __init__(self, in_dim: int, reduction_dim: int, bins: Sequence[int], *,
-               cfg: dict[str, Any], rngs: nnx.Rngs):
+               cfg: LayerCfg, rngs: nnx.Rngs):
     self.bins = tuple(int(b) for b in bins)
     # Index 0 of each torch branch is the (parameter-free) AdaptiveAvgPool2d; keep the slot
     # so the conv / BN keys are `ppm.features.i.1` / `.2`.
@@ -103,7 +103,7 @@ class SemsegNet(nnx.Module):
   features to the `cls` input.
   """
 
-  def _init_trunk(self, layers: int, width_multiplier: float, cfg: dict[str, Any],
+  def _init_trunk(self, layers: int, width_multiplier: float, cfg: LayerCfg,
                   rngs: nnx.Rngs) -> tuple[int, int]:
     if layers not in (50, 101, 152):
       raise ValueError(f"{type(self).__name__}: layers must be 50, 101 or 152, got {layers}")
@@ -114,7 +114,7 @@ class SemsegNet(nnx.Module):
     return scale_width(1024, width_multiplier), high  # layer3 and layer4 channels
 
   def _init_heads(self, cls_in: int, aux_in: int, num_classes: int, dropout: float,
-                  width_multiplier: float, cfg: dict[str, Any], rngs: nnx.Rngs) -> None:
+                  width_multiplier: float, cfg: LayerCfg, rngs: nnx.Rngs) -> None:
     w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
     self.cls = classifier_head(cls_in, w(512), num_classes, dropout, cfg=cfg, rngs=rngs)
     self.aux = classifier_head(aux_in, w(256), num_classes, dropout, cfg=cfg, rngs=rngs)
@@ -144,7 +144,7 @@ class PSPNet(SemsegNet):
   """semseg PSPNet(layers, bins=(1, 2, 3, 6), dropout=0.1, zoom_factor=8, use_ppm=True)."""
 
   def __init__(self, num_classes: int, *, layers: int = 50, bins: Sequence[int] = (1, 2, 3, 6),
-               dropout: float = 0.1, width_multiplier: float = 1.0, cfg: dict[str, Any],
+               dropout: float = 0.1, width_multiplier: float = 1.0, cfg: LayerCfg,
                rngs: nnx.Rngs):
     aux_in, fea_dim = self._init_trunk(layers, width_multiplier, cfg, rngs)
     if not bins:
@@ -160,7 +160,7 @@ class PSPNet(SemsegNet):
 
 
 def _pspnet(layers: int):
-  def build(num_classes: int, *, cfg: dict[str, Any], rngs: nnx.Rngs, **overrides) -> PSPNet:
+  def build(num_classes: int, *, cfg: LayerCfg, rngs: nnx.Rngs, **overrides) -> PSPNet:
     return PSPNet(num_classes, layers=layers, cfg=cfg, rngs=rngs, **overrides)
   return build
 

@@ -7,24 +7,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from absl import logging
 from flax import nnx
 import jax.numpy as jnp
 
-from jaxseg.models import deeplab
-from jaxseg.models import deeplabv3
+from jaxseg.models import deeplabv3plus
 from jaxseg.models import hrnet
 from jaxseg.models import psanet
 from jaxseg.models import pspnet
-from jaxseg.models.resnet import default_cfg
+from jaxseg.models import tv_deeplabv3
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.spec import ModelSpec
 from jaxseg.runtime import precision as precision_lib
 
-# Overrides every model accepts: they become the layer-construction cfg.
-_CFG_OVERRIDES = ("precision", "conv_impl", "norm", "norm_groups")
+# Overrides every model accepts: they become fields of the model's LayerCfg.
+_CFG_OVERRIDES = ("conv_precision", "conv_impl", "norm", "norm_groups")
+# Deprecated spellings of those overrides -> their names. `precision` was the lax conv
+# precision, easily confused with the run's dtype policy `config.precision` (bf16 / fp32).
+_DEPRECATED_OVERRIDES = {"precision": "conv_precision"}
+_warned_deprecated: set[str] = set()
 
 _FAMILIES: tuple[dict[str, ModelSpec], ...] = (
-    deeplab.MODELS,
-    deeplabv3.MODELS, hrnet.MODELS,
+    deeplabv3plus.MODELS,
+    tv_deeplabv3.MODELS, hrnet.MODELS,
     pspnet.MODELS, psanet.MODELS,
 )
 
@@ -68,7 +73,8 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
     bn_groups: BatchNorm statistic groups along the batch axis (1 = global BN).
     remat: 'none' | 'block': residual blocks (ResNet, SE-ResNeXt, WideResNet) recompute their
       activations in the backward pass instead of keeping them (config.train.remat).
-    **overrides: every model accepts `precision` (lax precision of every conv),
+    **overrides: every model accepts `conv_precision` (lax precision of every conv; the
+      deprecated `precision` still works and logs a warning once),
       `conv_impl` ('auto': GEMM-based convs where faster on the CPU backend, else lax.conv;
       'xla': lax.conv everywhere) and `norm` (see jaxseg.models.norms.NORM_TYPES); the
       family's own ones are listed in `get_spec(name).overrides`, e.g. DeepLabV3+:
@@ -79,6 +85,7 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
     images to float32 logits (N, H, W, num_classes).
   """
   spec = get_spec(name)
+  overrides = _renamed_overrides(name, overrides)
   accepted = set(spec.overrides) | set(_CFG_OVERRIDES)
   unknown = sorted(set(overrides) - accepted)
   if unknown:
@@ -86,13 +93,29 @@ def create_model(name: str, *, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float
                      f"accepted: {sorted(accepted)}")
   if num_classes < 1:
     raise ValueError(f"create_model({name!r}): num_classes must be >= 1, got {num_classes}")
-  cfg = default_cfg(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups,
-                    precision=overrides.pop("precision", None),
-                    conv_impl=overrides.pop("conv_impl", "auto"),
-                    norm=overrides.pop("norm", "batch"), remat=remat)
-  # Group count of norm='group' / 'evonorm_s0' (jaxseg.models.norms), read from the cfg.
-  cfg["norm_groups"] = int(overrides.pop("norm_groups", 32))
+  layer = {key: overrides.pop(key) for key in _CFG_OVERRIDES if key in overrides}
+  if "norm_groups" in layer:
+    layer["norm_groups"] = int(layer["norm_groups"])
+  cfg = LayerCfg(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups, remat=remat, **layer)
   return spec.build(num_classes, cfg=cfg, rngs=rngs, **overrides)
+
+
+def _renamed_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+  """`overrides` with deprecated keys under their new names (a warning the first time each is
+  seen); both spellings at once is an error, since they could disagree."""
+  out = dict(overrides)
+  for old, new in _DEPRECATED_OVERRIDES.items():
+    if old not in out:
+      continue
+    if new in out:
+      raise ValueError(f"create_model({name!r}): overrides {old!r} and {new!r} name the same "
+                       f"setting; keep {new!r} ({old!r} is deprecated)")
+    out[new] = out.pop(old)
+    if old not in _warned_deprecated:
+      _warned_deprecated.add(old)
+      logging.warning("model override %r is deprecated: use %r (config.model.overrides.%s); "
+                      "config.precision stays the dtype policy", old, new, new)
+  return out
 
 
 def from_config(config: Any, num_classes: int, *, rngs: nnx.Rngs, bn_groups: int = 1

@@ -13,19 +13,16 @@ output-stride-8 schedule below with the downsample branches of the nominal (stri
 """
 from __future__ import annotations
 
-from typing import Any
-
 from flax import nnx
 import jax
-import jax.numpy as jnp
 
 from jaxseg.models import adapter
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import MaxPool2d
 from jaxseg.models.layers import ReLU
 from jaxseg.models.layers import _he_normal_fan_out
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import block_output
-from jaxseg.models.layers import check_remat
 from jaxseg.models.layers import rematerialised
 from jaxseg.models.layers import scale_width
 from jaxseg.models.norms import make_norm
@@ -46,7 +43,7 @@ class Bottleneck(nnx.Module):
   expansion = 4
 
   def __init__(self, inplanes: int, planes: int, out: int, *, stride: int, dilation: int,
-               downsample: nnx.List | None, cfg: dict[str, Any], rngs: nnx.Rngs):
+               downsample: nnx.List | None, cfg: LayerCfg, rngs: nnx.Rngs):
     self.conv1 = _conv(inplanes, planes, 1, cfg=cfg, rngs=rngs)
     self.bn1 = _bn(planes, cfg)
     self.conv2 = _conv(planes, planes, 3, stride=stride, padding=dilation, dilation=dilation,
@@ -55,7 +52,7 @@ class Bottleneck(nnx.Module):
     self.conv3 = _conv(planes, out, 1, cfg=cfg, rngs=rngs)
     self.bn3 = _bn(out, cfg)
     self.downsample = downsample
-    self.remat = cfg.get("remat", "none") == "block"
+    self.remat = cfg.remat == "block"
 
   @rematerialised
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
@@ -77,7 +74,7 @@ class BasicBlock(nnx.Module):
   expansion = 1
 
   def __init__(self, inplanes: int, planes: int, out: int, *, stride: int, dilation: int,
-               downsample: nnx.List | None, cfg: dict[str, Any], rngs: nnx.Rngs):
+               downsample: nnx.List | None, cfg: LayerCfg, rngs: nnx.Rngs):
     del out
     self.conv1 = _conv(inplanes, planes, 3, stride=stride, padding=dilation, dilation=dilation,
                        cfg=cfg, rngs=rngs)
@@ -85,7 +82,7 @@ class BasicBlock(nnx.Module):
     self.conv2 = _conv(planes, planes, 3, padding=dilation, dilation=dilation, cfg=cfg, rngs=rngs)
     self.bn2 = _bn(planes, cfg)
     self.downsample = downsample
-    self.remat = cfg.get("remat", "none") == "block"
+    self.remat = cfg.remat == "block"
 
   @rematerialised
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
@@ -113,7 +110,7 @@ def stage_schedule(output_stride: int) -> dict[int, tuple[int, int]]:
   raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
 
 
-def _stem(width_multiplier: float, deep_stem: bool, cfg: dict[str, Any],
+def _stem(width_multiplier: float, deep_stem: bool, cfg: LayerCfg,
           rngs: nnx.Rngs) -> tuple[nnx.List, int]:
   """layer0 and its output channels: torchvision 7x7 stem or semseg's deep 3x3 stem."""
   w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
@@ -129,7 +126,7 @@ def _stem(width_multiplier: float, deep_stem: bool, cfg: dict[str, Any],
 
 
 def make_resnet_trunk(depth: int, *, output_stride: int, width_multiplier: float,
-                      cfg: dict[str, Any], rngs: nnx.Rngs, deep_stem: bool = False
+                      cfg: LayerCfg, rngs: nnx.Rngs, deep_stem: bool = False
                       ) -> tuple[dict[str, nnx.Module], int, int]:
   """layer0..layer4 of ResNet-`depth`; returns (modules, layer1 channels, layer4 channels).
 
@@ -163,14 +160,3 @@ def make_resnet_trunk(depth: int, *, output_stride: int, width_multiplier: float
     if idx == 1:
       skip_channels = out
   return modules, skip_channels, inplanes
-
-
-def default_cfg(dtype=jnp.float32, param_dtype=jnp.float32, bn_groups: int = 1,
-                precision=None, conv_impl: str = "auto", norm: str = "batch",
-                remat: str = "none") -> dict[str, Any]:
-  """The layer-construction settings shared by all trunks and heads.
-
-  remat: 'none' | 'block' (residual blocks recompute their activations in the backward pass).
-  """
-  return dict(dtype=dtype, param_dtype=param_dtype, bn_groups=bn_groups, precision=precision,
-              conv_impl=conv_impl, norm=norm, remat=check_remat(remat))

@@ -7,13 +7,13 @@ squeeze-excitation module before the residual add.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 
 from jaxseg.models import adapter
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import MaxPool2d
 from jaxseg.models.layers import NamedSequential
 from jaxseg.models.layers import ReLU
@@ -33,7 +33,7 @@ def _bn(c, cfg):
 class SEModule(nnx.Module):
   """Squeeze-excitation: global mean, fc1 (1x1 + bias), relu, fc2, sigmoid, rescale."""
 
-  def __init__(self, channels: int, reduction: int, *, cfg: dict[str, Any], rngs: nnx.Rngs):
+  def __init__(self, channels: int, reduction: int, *, cfg: LayerCfg, rngs: nnx.Rngs):
     hidden = max(1, channels // reduction)
     self.fc1 = adapter.conv(channels, hidden, 1, use_bias=True, cfg=cfg, rngs=rngs)
     self.fc2 = adapter.conv(hidden, channels, 1, use_bias=True, cfg=cfg, rngs=rngs)
@@ -49,7 +49,7 @@ class SEResNeXtBottleneck(nnx.Module):
   """ResNeXt type-C bottleneck with SE; `relu(se(bn3(...)) + residual)`."""
 
   def __init__(self, inplanes: int, width: int, groups: int, out: int, *, reduction: int,
-               stride: int, dilation: int, downsample: nnx.List | None, cfg: dict[str, Any],
+               stride: int, dilation: int, downsample: nnx.List | None, cfg: LayerCfg,
                rngs: nnx.Rngs):
     self.conv1 = adapter.conv(inplanes, width, 1, cfg=cfg, rngs=rngs)
     self.bn1 = _bn(width, cfg)
@@ -60,7 +60,7 @@ class SEResNeXtBottleneck(nnx.Module):
     self.bn3 = _bn(out, cfg)
     self.se_module = SEModule(out, reduction, cfg=cfg, rngs=rngs)
     self.downsample = downsample
-    self.remat = cfg.get("remat", "none") == "block"
+    self.remat = cfg.remat == "block"
 
   @rematerialised
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
@@ -76,7 +76,7 @@ SE_RESNEXT_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
 def make_seresnext_trunk(depth: int, *, output_stride: int, width_multiplier: float,
-                         cfg: dict[str, Any], rngs: nnx.Rngs, groups: int = 32,
+                         cfg: LayerCfg, rngs: nnx.Rngs, groups: int = 32,
                          base_width: int = 4, reduction: int = 16
                          ) -> tuple[dict[str, nnx.Module], int, int]:
   """layer0..layer4 of se_resnext{50,101}_32x4d; returns (modules, layer1 ch, layer4 ch).

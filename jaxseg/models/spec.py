@@ -11,8 +11,8 @@ from flax import nnx
 class ModelSpec:
   """A registered network.
 
-  build: `build(num_classes, *, cfg, rngs, **overrides) -> nnx.Module`; `cfg` is
-    `resnet.default_cfg(...)` (dtype, param_dtype, bn_groups, precision, conv_impl, norm).
+  build: `build(num_classes, *, cfg, rngs, **overrides) -> nnx.Module`; `cfg` is the model's
+    `layer_cfg.LayerCfg` (dtype, param_dtype, bn_groups, conv_precision, conv_impl, norm, ...).
   overrides: keyword overrides `build` accepts (besides the cfg ones the registry handles).
   classifier_keys: torch state-dict keys of the final classifier(s); a checkpoint for another
     class count re-initialises exactly these (the original's forgiving restore). The first key

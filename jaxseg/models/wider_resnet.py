@@ -9,12 +9,12 @@ With dilation=True: mod4 block1 has stride 2, mod5 dilation 2, mod6/mod7 dilatio
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from flax import nnx
 import jax
 
 from jaxseg.models import adapter
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import Dropout2d
 from jaxseg.models.layers import MaxPool2d
 from jaxseg.models.layers import NamedSequential
@@ -29,7 +29,7 @@ WRN38_CHANNELS = ((128, 128), (256, 256), (512, 512), (512, 1024), (512, 1024, 2
                   (1024, 2048, 4096))
 
 
-def bnrelu(channels: int, cfg: dict[str, Any]) -> nnx.List:
+def bnrelu(channels: int, cfg: LayerCfg) -> nnx.List:
   """wider_resnet.bnrelu: Sequential(BatchNorm, ReLU) -> keys `<name>.0.*`."""
   return nnx.List([make_norm(channels, cfg), ReLU()])
 
@@ -38,7 +38,7 @@ class IdentityResidualBlock(nnx.Module):
   """Pre-activation residual block, basic (2 channels) or bottleneck (3 channels)."""
 
   def __init__(self, in_channels: int, channels: Sequence[int], *, stride: int = 1,
-               dilation: int = 1, dropout: float | None = None, cfg: dict[str, Any],
+               dilation: int = 1, dropout: float | None = None, cfg: LayerCfg,
                rngs: nnx.Rngs):
     if len(channels) not in (2, 3):
       raise ValueError(f"IdentityResidualBlock: channels must have 2 or 3 values, got {channels}")
@@ -68,7 +68,7 @@ class IdentityResidualBlock(nnx.Module):
     need_proj = stride != 1 or in_channels != channels[-1]
     self.proj_conv = (adapter.conv(in_channels, channels[-1], 1, stride=stride, cfg=cfg, rngs=rngs)
                       if need_proj else None)
-    self.remat = cfg.get("remat", "none") == "block"
+    self.remat = cfg.remat == "block"
 
   @rematerialised
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
@@ -78,7 +78,7 @@ class IdentityResidualBlock(nnx.Module):
     return block_output(self.convs(bn1, **kw) + shortcut)
 
 
-def make_wider_resnet38_a2_trunk(*, width_multiplier: float, cfg: dict[str, Any],
+def make_wider_resnet38_a2_trunk(*, width_multiplier: float, cfg: LayerCfg,
                                  rngs: nnx.Rngs) -> tuple[dict[str, nnx.Module], int, int]:
   """mod1..mod7, pool2, pool3 of wider_resnet38_a2(dilation=True).
 

@@ -20,7 +20,8 @@ from jaxseg.runtime.checkpoint_format import unreadable_layout
 # model overrides that only choose how the same network computes (free to change on resume).
 _RUN_KEYS = (("model",), ("num_classes",), ("config", "model", "overrides"),
              ("config", "data", "name"))
-_COMPUTE_ONLY_OVERRIDES = frozenset({"precision", "conv_impl"})
+# (`precision`: the deprecated name of `conv_precision`, still in older checkpoints.)
+_COMPUTE_ONLY_OVERRIDES = frozenset({"conv_precision", "precision", "conv_impl"})
 
 
 class CheckpointMismatchError(ValueError):

@@ -50,12 +50,6 @@ def initial_loss_scale(cfg: LossScaleConfig) -> dict[str, jax.Array]:
           "good_steps": jnp.asarray(0, jnp.int32)}
 
 
-def all_finite(tree) -> jax.Array:
-  """True iff every element of every leaf is finite (a scalar bool array)."""
-  leaves = jax.tree.leaves(tree)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def update_loss_scale(state: dict[str, jax.Array], finite: jax.Array,
                       cfg: LossScaleConfig) -> dict[str, jax.Array]:
   """Halve on overflow (the step is skipped), double after `growth_interval` good steps."""

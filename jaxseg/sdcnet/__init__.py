@@ -1,4 +1,5 @@
 """SDCNet label propagation: FlowNet2 and SDCNet2D / SDCNet2DRecon in Flax NNX (NHWC)."""
+from jaxseg.convert.report import LoadReport
 from jaxseg.sdcnet.flownet2 import FlowNet2
 from jaxseg.sdcnet.flownet2 import upsample_bilinear
 from jaxseg.sdcnet.flownet2 import upsample_nearest
@@ -13,7 +14,6 @@ from jaxseg.sdcnet.sdcnet import SDCNet2D
 from jaxseg.sdcnet.sdcnet import SDCNet2DRecon
 from jaxseg.sdcnet.sdcnet import as_frames
 from jaxseg.sdcnet.sdcnet import reconstruction_loss
-from jaxseg.sdcnet.torch_names import LoadReport
 from jaxseg.sdcnet.torch_names import extract_state_dict
 from jaxseg.sdcnet.torch_names import load_flownet2_state_dict
 from jaxseg.sdcnet.torch_names import load_sdcnet_state_dict

@@ -1,8 +1,12 @@
 r"""SDCNet / FlowNet2 weights: building the models, loading .pth or orbax, converting to orbax.
 
-  python -m jaxseg.sdcnet.convert_weights --sdcnet sdc_cityscapes_vrec.pth.tar \
-      --flownet2 FlowNet2_checkpoint.pth.tar --out /ckpt/sdcnet_cityscapes
-  # writes /ckpt/sdcnet_cityscapes/sdcnet/0 and /ckpt/sdcnet_cityscapes/flownet2/0
+The conversion's command line is the one of every model, `python -m jaxseg.convert` (= `python
+-m jaxseg.main --mode convert`), which hands SDCNet2D / SDCNet2DRecon / FlowNet2 to `convert_file`:
+
+  python -m jaxseg.convert --src sdc_cityscapes_vrec.pth.tar --model SDCNet2DRecon \
+      --out /ckpt/sdcnet_cityscapes/sdcnet      # writes /ckpt/sdcnet_cityscapes/sdcnet/0
+  python -m jaxseg.convert --src FlowNet2_checkpoint.pth.tar --model FlowNet2 \
+      --out /ckpt/sdcnet_cityscapes/flownet2    # writes /ckpt/sdcnet_cityscapes/flownet2/0
 
 Checkpoint layout (jaxseg.runtime.checkpoint: a step directory with `model` + `meta` items):
   * SDCNet: `params` = SDCNet's own parameters, flat '/'-joined NNX paths
@@ -20,19 +24,20 @@ that the DIS flow provider needs.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import os
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.convert import converter
 from jaxseg.convert import pth_reader
+from jaxseg.convert.report import LoadReport
 from jaxseg.runtime import checkpoint as ckpt_lib
 from jaxseg.runtime import checkpoint_layout
 from jaxseg.runtime import variables
@@ -42,6 +47,8 @@ from jaxseg.sdcnet.flownet2 import FlowNet2
 
 MODELS = {"SDCNet2D": sdcnet_lib.SDCNet2D, "SDCNet2DRecon": sdcnet_lib.SDCNet2DRecon}
 FLOWNET2 = "FlowNet2"
+# The model names `python -m jaxseg.convert --model` hands to `convert_file`.
+CONVERTIBLE = (*sorted(MODELS), FLOWNET2)
 _BUFFER_VALUES = {"flow_mean": sdcnet_lib.FLOW_MEAN, "flow_std": sdcnet_lib.FLOW_STD,
                   "rgb_mean": sdcnet_lib.RGB_MEAN}
 _FLOWNET_PREFIX = "flownet2/"
@@ -159,7 +166,8 @@ def load_sdcnet_weights(model: nnx.Module, path: str | os.PathLike) -> dict[str,
     raise FileNotFoundError(f"sdcnet.checkpoint not found: {path} (expected a .pth(.tar) file "
                             "or an orbax checkpoint directory)")
   if is_torch_file(path):
-    report = torch_names.load_sdcnet_state_dict(model, pth_reader.load_pth(path), strict=True)
+    report = torch_names.load_sdcnet_state_dict(model, pth_reader.load_pth(path), strict=True,
+                                                src=path)
     return {"model": type(model).__name__, "source": path, "loaded": len(report.loaded)}
   step_dir = ckpt_lib.resolve_checkpoint(path)
   meta = ckpt_lib.read_meta(step_dir)
@@ -185,7 +193,7 @@ def load_flownet2_weights(flownet2: nnx.Module, path: str | os.PathLike) -> dict
                             "FlowNet2_checkpoint.pth.tar or a converted orbax directory)")
   if is_torch_file(path):
     report = torch_names.load_flownet2_state_dict(flownet2, pth_reader.load_pth(path),
-                                                  strict=True)
+                                                  strict=True, src=path)
     return {"model": FLOWNET2, "source": path, "loaded": len(report.loaded)}
   step_dir = ckpt_lib.resolve_checkpoint(path)
   meta = ckpt_lib.read_meta(step_dir)
@@ -269,6 +277,12 @@ def build_sdcnet(name: str = "SDCNet2DRecon", *, sequence_length: int = 2,
   if flownet2_checkpoint:
     load_flownet2_weights(model.flownet2, flownet2_checkpoint)
     flownet2 = model.flownet2
+  return _bundle(model, name, sequence_length, rgb_max, flownet2)
+
+
+def _bundle(model: nnx.Module, name: str, sequence_length: int, rgb_max: float,
+            flownet2: nnx.Module | None) -> SDCNetBundle:
+  """Splits an SDCNet whose own weights are set into an SDCNetBundle."""
   graphdef, own, buffers, rest = nnx.split(model, sdcnet_lib.TRAINABLE, sdcnet_lib.Buffer, ...)
   param_paths, buffer_paths = _own_entries(model)
   flat_own = {variables.path_key(p): v.get_value() for p, v in nnx.to_flat_state(own)}
@@ -315,44 +329,123 @@ def save_sdcnet_checkpoint(directory: str | os.PathLike, bundle: SDCNetBundle, *
                                         metadata=meta, step=step)
 
 
+# --------------------------------------------------------------------------------------------
+# Converting (behind `python -m jaxseg.convert --model SDCNet2D | SDCNet2DRecon | FlowNet2`)
+
+_SDCNET_ADVICE = ("Check --model (SDCNet2D and SDCNet2DRecon differ in conv1's input channels) "
+                  "and --model-override sequence_length=N (the training run's)")
+_FLOWNET2_ADVICE = f"Check --model: {FLOWNET2} takes FlowNet2_checkpoint.pth.tar"
+
+
+def _torch_file(src: str | os.PathLike) -> str:
+  src = os.fspath(src)
+  if not is_torch_file(src):
+    raise FileNotFoundError(f"{src}: not a file (expected a torch .pth(.tar) checkpoint)")
+  return src
+
+
+def _read(src: str, net: nnx.Module, load: Callable[..., LoadReport], *, advice: str,
+          allow_non_finite: bool, verbose: bool) -> LoadReport:
+  """Reads `src` as every conversion does and loads it into `net` with `load` (torch_names).
+
+  The report names the file and the offending keys of a checkpoint of another network; NaN/Inf
+  is refused as in the segmentation converter unless `allow_non_finite`.
+  """
+  state_dict, meta, non_finite = converter.read_checkpoint(src, verbose=verbose)
+  report = load(net, state_dict, strict=False, src=src)
+  report.meta = meta
+  report.raise_if_incomplete(advice)
+  if not allow_non_finite:
+    converter.check_finite(report, state_dict, non_finite)
+  report.non_finite = non_finite
+  return report
+
+
+def convert_sdcnet(src: str | os.PathLike, out_dir: str | os.PathLike, *,
+                   model: str = "SDCNet2DRecon", sequence_length: int = 2,
+                   rgb_max: float = 255.0, overwrite: bool = False,
+                   allow_non_finite: bool = False, verbose: bool = True) -> LoadReport:
+  """Converts an original SDCNet .pth(.tar) into an orbax checkpoint OUT_DIR/0.
+
+  Every own tensor must come from the file (a strict load: nothing is initialised); FlowNet2
+  tensors, if the file holds them, are not written (convert FlowNet2_checkpoint.pth.tar with
+  `convert_flownet2`). Returns the report with `out_path` set.
+  """
+  if model not in MODELS:
+    raise ValueError(f"unknown SDCNet model {model!r}; expected one of {sorted(MODELS)}")
+  src = _torch_file(src)
+  step_dir = converter.output_step_dir(out_dir, overwrite=overwrite)
+  net = abstract_sdcnet(model, sequence_length=sequence_length, rgb_max=rgb_max)
+  report = _read(src, net, torch_names.load_sdcnet_state_dict, advice=_SDCNET_ADVICE,
+                 allow_non_finite=allow_non_finite, verbose=verbose)
+  bundle = _bundle(net, model, sequence_length, rgb_max, None)
+  converter.clear_step_dir(step_dir)
+  report.out_path = str(save_sdcnet_checkpoint(
+      out_dir, bundle, metadata=converter.source_metadata(src, report.meta), step=converter.STEP))
+  if verbose:
+    print(report.summary())
+  return report
+
+
+def convert_flownet2(src: str | os.PathLike, out_dir: str | os.PathLike, *,
+                     rgb_max: float = 255.0, overwrite: bool = False,
+                     allow_non_finite: bool = False, verbose: bool = True) -> LoadReport:
+  """Converts FlowNet2_checkpoint.pth.tar into an orbax checkpoint OUT_DIR/0 (strict load)."""
+  src = _torch_file(src)
+  step_dir = converter.output_step_dir(out_dir, overwrite=overwrite)
+  net = nnx.eval_shape(lambda: FlowNet2(rgb_max=rgb_max, rngs=nnx.Rngs(0)))
+  report = _read(src, net, torch_names.load_flownet2_state_dict, advice=_FLOWNET2_ADVICE,
+                 allow_non_finite=allow_non_finite, verbose=verbose)
+  converter.clear_step_dir(step_dir)
+  metadata = {"model": FLOWNET2, "rgb_max": rgb_max, **converter.source_metadata(src, report.meta)}
+  report.out_path = str(ckpt_lib.save_model_checkpoint(out_dir, net, metadata=metadata,
+                                                       step=converter.STEP))
+  if verbose:
+    print(report.summary())
+  return report
+
+
+# `--model-override` keywords each model takes (its constructor's; nothing else is built).
+_OVERRIDES = {FLOWNET2: ("rgb_max",), **{name: ("sequence_length", "rgb_max") for name in MODELS}}
+
+
+def convert_file(src: str | os.PathLike, model_name: str, *, out_dir: str | os.PathLike,
+                 model_overrides: Mapping[str, Any] | None = None, overwrite: bool = False,
+                 allow_non_finite: bool = False, verbose: bool = True) -> LoadReport:
+  """One SDCNet2D / SDCNet2DRecon / FlowNet2 .pth(.tar) -> OUT_DIR/0, for `python -m
+  jaxseg.convert`: the same report, refusals and `--overwrite` / `--allow-non-finite` as a
+  segmentation conversion. `model_overrides`: sequence_length (SDCNet), rgb_max.
+  """
+  if model_name not in CONVERTIBLE:
+    raise ValueError(f"unknown model {model_name!r}; SDCNet / FlowNet2 models: "
+                     f'{", ".join(CONVERTIBLE)}')
+  overrides = dict(model_overrides or {})
+  unknown = sorted(set(overrides) - set(_OVERRIDES[model_name]))
+  if unknown:
+    raise ValueError(f"--model-override {unknown[0]}=...: {model_name} takes only "
+                     f'{", ".join(_OVERRIDES[model_name])}')
+  common = dict(overwrite=overwrite, allow_non_finite=allow_non_finite, verbose=verbose)
+  if model_name == FLOWNET2:
+    return convert_flownet2(src, out_dir, rgb_max=float(overrides.get("rgb_max", 255.0)), **common)
+  return convert_sdcnet(src, out_dir, model=model_name,
+                        sequence_length=int(overrides.get("sequence_length", 2)),
+                        rgb_max=float(overrides.get("rgb_max", 255.0)), **common)
+
+
 def convert(*, sdcnet: str = "", flownet2: str = "", out: str, model: str = "SDCNet2DRecon",
             sequence_length: int = 2, rgb_max: float = 255.0) -> dict[str, str]:
-  """Converts the original .pth(.tar) files to orbax: OUT/sdcnet/0 and OUT/flownet2/0."""
+  """Converts the original .pth(.tar) files to orbax: OUT/sdcnet/0 and OUT/flownet2/0.
+
+  The pair a propagation run needs, in one call (jaxseg.pretrained uses it); quiet.
+  """
   if not (sdcnet or flownet2):
-    raise ValueError("convert: give --sdcnet and/or --flownet2")
+    raise ValueError("convert: give sdcnet= and/or flownet2=")
   written = {}
   if sdcnet:
-    if not is_torch_file(sdcnet):
-      raise FileNotFoundError(f"--sdcnet {sdcnet}: not a file (expected a torch .pth(.tar))")
-    bundle = build_sdcnet(model, sequence_length=sequence_length, rgb_max=rgb_max,
-                          checkpoint=sdcnet)
-    written["sdcnet"] = str(save_sdcnet_checkpoint(os.path.join(out, "sdcnet"), bundle,
-                                                   metadata={"source": os.fspath(sdcnet)}))
+    written["sdcnet"] = convert_sdcnet(sdcnet, os.path.join(out, "sdcnet"), model=model,
+                                       sequence_length=sequence_length, rgb_max=rgb_max,
+                                       verbose=False).out_path
   if flownet2:
-    if not is_torch_file(flownet2):
-      raise FileNotFoundError(f"--flownet2 {flownet2}: not a file (expected a torch .pth(.tar))")
-    net = nnx.eval_shape(lambda: FlowNet2(rgb_max=rgb_max, rngs=nnx.Rngs(0)))
-    load_flownet2_weights(net, flownet2)
-    written["flownet2"] = str(ckpt_lib.save_model_checkpoint(
-        os.path.join(out, "flownet2"), net,
-        metadata={"model": FLOWNET2, "rgb_max": rgb_max, "source": os.fspath(flownet2)}))
+    written["flownet2"] = convert_flownet2(flownet2, os.path.join(out, "flownet2"),
+                                           rgb_max=rgb_max, verbose=False).out_path
   return written
-
-
-def main(argv: list[str] | None = None) -> None:
-  p = argparse.ArgumentParser(description="Convert SDCNet / FlowNet2 .pth(.tar) to orbax.")
-  p.add_argument("--sdcnet", default="", help="e.g. sdc_cityscapes_vrec.pth.tar")
-  p.add_argument("--flownet2", default="", help="e.g. FlowNet2_checkpoint.pth.tar")
-  p.add_argument("--out", required=True, help="output directory")
-  p.add_argument("--model", default="SDCNet2DRecon", choices=sorted(MODELS))
-  p.add_argument("--sequence_length", type=int, default=2)
-  p.add_argument("--rgb_max", type=float, default=255.0)
-  args = p.parse_args(argv)
-  for kind, path in convert(sdcnet=args.sdcnet, flownet2=args.flownet2, out=args.out,
-                            model=args.model, sequence_length=args.sequence_length,
-                            rgb_max=args.rgb_max).items():
-    print(f"{kind}: {path}")
-
-
-if __name__ == "__main__":
-  main()

@@ -8,16 +8,19 @@ The NNX attribute paths mirror the torch keys, so the mapping is mechanical:
   * `bias` is `bias`; buffers `flow_mean` (1, 2, 1, 1), `flow_std`, `rgb_mean` are flat vectors.
 Inside SDCNet the FlowNet2 tensors are `'flownet2.' + <FlowNet2 key>`. The published SDCNet
 checkpoints drop them (sdcnet/main.py save_model); the FlowNet2 checkpoint provides them.
+The loads return `jaxseg.convert.report.LoadReport`, the report of the segmentation loaders and
+of every conversion, so strict refusals read alike.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping
 
 from flax import nnx
 import jax.numpy as jnp
 import numpy as np
 
+from jaxseg.convert.report import LoadReport
+from jaxseg.convert.report import ShapeMismatch
 from jaxseg.sdcnet.sdcnet import Buffer
 
 FLOWNET2_PREFIX = "flownet2."
@@ -91,32 +94,8 @@ def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
   return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
 
 
-@dataclasses.dataclass
-class LoadReport:
-  """Outcome of loading a torch state dict into an NNX model."""
-  model: str
-  loaded: list[str]
-  missing: list[str]
-  unexpected: list[str]
-  mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]  # key, given, expected
-
-  @property
-  def ok(self) -> bool:
-    return not (self.missing or self.unexpected or self.mismatched)
-
-  def summary(self) -> str:
-    lines = [f"{self.model}: loaded {len(self.loaded)} tensors"]
-    if self.missing:
-      lines.append(f'  missing ({len(self.missing)}): {", ".join(self.missing)}')
-    if self.unexpected:
-      lines.append(f'  unexpected ({len(self.unexpected)}): {", ".join(self.unexpected)}')
-    for key, got, want in self.mismatched:
-      lines.append(f"  shape mismatch: {key} has torch shape {got}, expected {want}")
-    return "\n".join(lines)
-
-
-def _match(targets: Mapping[str, nnx.Variable], state_dict: Mapping[str, Any], name: str
-           ) -> tuple[LoadReport, list[tuple[nnx.Variable, np.ndarray]]]:
+def _match(targets: Mapping[str, nnx.Variable], state_dict: Mapping[str, Any], name: str,
+           src: str) -> tuple[LoadReport, list[tuple[nnx.Variable, np.ndarray]]]:
   """Pairs state-dict tensors with target variables; collects what does not fit."""
   unexpected, mismatched, values = [], [], {}
   for key, value in state_dict.items():
@@ -126,55 +105,61 @@ def _match(targets: Mapping[str, nnx.Variable], state_dict: Mapping[str, Any], n
       continue
     got, want = tuple(np.shape(value)), _torch_shape(var)
     if got != want:
-      mismatched.append((key, got, want))
+      mismatched.append(ShapeMismatch(key, want, got))
       continue
     values[key] = (var, to_nnx_value(var, value))
   missing = sorted(k for k in targets if k not in state_dict)
-  report = LoadReport(name, sorted(values), missing, sorted(unexpected), mismatched)
+  report = LoadReport(model=name, loaded=sorted(values), missing=missing,
+                      unexpected=sorted(unexpected), mismatched=mismatched, src=src)
   return report, list(values.values())
 
 
 def _load(targets: Mapping[str, nnx.Variable], state_dict: Mapping[str, Any], *, strict: bool,
-          name: str) -> LoadReport:
-  report, values = _match(targets, state_dict, name)
-  if strict and not report.ok:
+          name: str, src: str) -> LoadReport:
+  report, values = _match(targets, state_dict, name, src)
+  if strict:
     # Raised before anything is written: a failed strict load leaves the model untouched.
-    raise ValueError(f"strict loading of a torch state dict failed:\n{report.summary()}")
+    report.raise_if_incomplete()
   for var, arr in values:
     var.set_value(jnp.asarray(arr, dtype=var.get_value().dtype))
   return report
 
 
 def load_torch_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
-                          strict: bool = True, prefix: str = "", name: str | None = None
-                          ) -> LoadReport:
+                          strict: bool = True, prefix: str = "", name: str | None = None,
+                          src: str = "") -> LoadReport:
   """Copies a torch state dict (key -> numpy-convertible tensor) into `model` in place.
 
   Keys are matched as `prefix + torch_key(path)`. With `strict`, any missing, unexpected or
-  shape-mismatched key raises ValueError naming them, before anything is written. Without it,
-  the matching tensors are loaded and the returned report lists the rest.
+  shape-mismatched key raises ValueError naming them (and the file `src`, when given), before
+  anything is written. Without it, the matching tensors are loaded and the returned report
+  lists the rest.
   """
   targets = {prefix + k: v for k, v in torch_variables(model).items()}
-  return _load(targets, state_dict, strict=strict, name=name or type(model).__name__)
+  return _load(targets, state_dict, strict=strict, name=name or type(model).__name__, src=src)
 
 
 def load_flownet2_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
-                             strict: bool = True) -> LoadReport:
-  """Loads a FlowNet2 checkpoint (or its state dict; keys without prefix) into a `FlowNet2`."""
+                             strict: bool = True, src: str = "") -> LoadReport:
+  """Loads a FlowNet2 checkpoint (or its state dict; keys without prefix) into a `FlowNet2`.
+
+  `src`: the file the state dict came from, named by the report and its errors.
+  """
   return load_torch_state_dict(model, extract_state_dict(state_dict), strict=strict,
-                               name="FlowNet2")
+                               name="FlowNet2", src=src)
 
 
 def load_sdcnet_state_dict(model: nnx.Module, state_dict: Mapping[str, Any], *,
-                           strict: bool = True) -> LoadReport:
+                           strict: bool = True, src: str = "") -> LoadReport:
   """Loads an SDCNet2D / SDCNet2DRecon checkpoint or state dict.
 
   The published layout (own keys only, as sdcnet/main.py saves it) leaves the FlowNet2 weights
   alone: load those with `load_flownet2_state_dict(model.flownet2, ...)`. A full module state
   dict, with 'flownet2.'-prefixed keys, loads both, and then the FlowNet2 keys must be complete.
+  `src`: the file the state dict came from, named by the report and its errors.
   """
   sd = extract_state_dict(state_dict)
   targets = torch_variables(model)
   if not any(k.startswith(FLOWNET2_PREFIX) for k in sd):
     targets = {k: v for k, v in targets.items() if not k.startswith(FLOWNET2_PREFIX)}
-  return _load(targets, sd, strict=strict, name=type(model).__name__)
+  return _load(targets, sd, strict=strict, name=type(model).__name__, src=src)

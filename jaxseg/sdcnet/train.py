@@ -18,17 +18,20 @@ the host computes DIS flows instead and no FlowNet2 weights are needed. Adam (to
 no weight decay, as the original), MultiStepLR over epochs, optional clipping by value.
 Checkpoints (jaxseg.runtime.checkpoint) hold params = SDCNet's own parameters and
 batch_stats = its buffers, the layout of convert_weights, so a workdir can be given as
-`sdcnet.checkpoint` for propagation. A run resumes from its latest checkpoint.
+`sdcnet.checkpoint` for propagation. A run resumes from its latest checkpoint, with the
+segmentation loop's resilience (runtime/preemption, runtime/health): SIGTERM / Ctrl-C save the
+current step, a non-finite update is skipped and stops the run before anything NaN is saved,
+a damaged newest step falls back to the previous one, a full disk exits in one line.
 """
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import os
 import re
 import time
 from typing import Any, Sequence
 
+from absl import logging
 import cv2
 import jax
 import jax.numpy as jnp
@@ -40,7 +43,9 @@ import tqdm
 from jaxseg import kernels
 from jaxseg.data.datasets import cityscapes
 from jaxseg.runtime import checkpoint as ckpt_lib
+from jaxseg.runtime import health as health_lib
 from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.runtime import preemption as preemption_lib
 from jaxseg.runtime import tensorboard
 from jaxseg.sdcnet import convert_weights
 from jaxseg.sdcnet import flow_providers
@@ -171,7 +176,13 @@ class Loader:
 
 
 def make_train_step(bundle: convert_weights.SDCNetBundle, tx: optax.GradientTransformation):
-  """jit(params, opt_state, buffers, flownet_state, batch) -> (params, opt_state, losses)."""
+  """jit(params, opt_state, buffers, flownet_state, batch, counters, step)
+  -> (params, opt_state, counters, losses).
+
+  A step whose loss, gradients or new parameters are not finite is not applied: params and
+  opt_state come back unchanged, `counters` (runtime/health) count it under the 1-based
+  `step`, and losses['finite'] is False, so the loop can stop naming it.
+  """
 
   def loss_fn(params, buffers, flownet_state, batch):
     model = bundle.merge(params, buffers, flownet_state)
@@ -187,10 +198,16 @@ def make_train_step(bundle: convert_weights.SDCNetBundle, tx: optax.GradientTran
     return losses["tot"], losses
 
   @jax.jit
-  def step(params, opt_state, buffers, flownet_state, batch):
+  def step(params, opt_state, buffers, flownet_state, batch, counters, step_number):
     grads, losses = jax.grad(loss_fn, has_aux=True)(params, buffers, flownet_state, batch)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, losses
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    finite = (health_lib.all_finite(grads) & jnp.isfinite(losses["tot"]) &
+              health_lib.all_finite(new_params))
+    params = health_lib.select_if_finite(finite, new_params, params)
+    opt_state = health_lib.select_if_finite(finite, new_opt_state, opt_state)
+    counters = health_lib.count_nonfinite(counters, finite, step_number)
+    return params, opt_state, counters, dict(losses, finite=finite)
 
   return step
 
@@ -204,8 +221,40 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int
   return optax.chain(*parts, optax.adam(schedule)), schedule
 
 
+# Meta keys a resume must share with its checkpoint: another network or window length is
+# another model (the parameter shapes would only tell "shape mismatch").
+_RUN_KEYS = ("model", "sequence_length")
+
+
+def _refuse_other_runs(ckpt: ckpt_lib.CheckpointManager, meta: dict[str, Any]) -> None:
+  """Raises CheckpointMismatchError, naming the setting, when the newest readable step of
+  `ckpt` was written for another SDCNet or sequence_length (a damaged step is skipped here:
+  restore_latest moves it aside)."""
+  for step in reversed(ckpt.all_steps()):
+    try:
+      stored = ckpt_lib.read_meta(ckpt.directory / str(step))
+    except ckpt_lib.DamagedCheckpointError:
+      continue
+    differences = [f"{k}: checkpoint {stored[k]!r}, this run {meta[k]!r}" for k in _RUN_KEYS
+                   if k in stored and stored[k] != meta[k]]
+    if differences:
+      raise ckpt_lib.CheckpointMismatchError(
+          f"cannot resume from checkpoint {step} under {ckpt.directory}: it was written by a "
+          f"different run ({'; '.join(differences)}); use a new --workdir, or the settings the "
+          "checkpoint was trained with")
+    return
+
+
 def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains SDCNet in `workdir` (resuming from its latest checkpoint); returns a summary."""
+  """Trains SDCNet in `workdir` (resuming from its latest checkpoint); returns a summary.
+
+  The segmentation loop's resilience (runtime/preemption, runtime/health, the checkpoint
+  manager): SIGTERM or a first Ctrl-C saves the step it is at and stops (Ctrl-C then exits
+  with status 130, a second one at once); a non-finite update is never applied and stops the
+  run with NonFiniteLossError naming the step and the last good checkpoint, checked before
+  every save; a resume refuses a workdir of another model / sequence_length and falls back
+  from a damaged newest step; a full disk exits in one line naming the step to resume from.
+  """
   t = config.train
   is_main = jax.process_index() == 0
   mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
@@ -240,54 +289,90 @@ def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
   params, buffers = put(bundle.params), put(bundle.buffers)
   flownet_state = put(bundle.flownet_state()) if source == "flownet2" else None
   opt_state = put(tx.init(params))
+  counters = put(health_lib.initial_counters())  # not checkpointed: a saved run has none
   ckpt = ckpt_lib.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                     keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
-  start = ckpt.latest_step() or 0
-  if start:
-    restored = ckpt.restore(start, model_vars={"params": params, "batch_stats": buffers},
-                            train_vars={"opt_state": opt_state, "step": np.zeros((), np.int64)})
-    params, buffers = restored["model"]["params"], restored["model"]["batch_stats"]
-    opt_state = restored["train"]["opt_state"]
-    logging.info("resumed SDCNet training from %s at step %d", ckpt.directory, start)
   meta = {"model": bundle.name, "sequence_length": bundle.sequence_length,
           "rgb_max": bundle.rgb_max, "flow_source": source, "windows": len(windows),
           "layout": "params: own (no flownet2/); batch_stats: buffers"}
+  try:
+    _refuse_other_runs(ckpt, meta)
+    start, restored = ckpt.restore_latest(
+        meta=meta, model_vars={"params": params, "batch_stats": buffers},
+        train_vars={"opt_state": opt_state, "step": np.zeros((), np.int64)})
+  except BaseException:
+    loader.close()  # (the manager is left unclosed: closing would prune another run's steps)
+    raise
+  start = start or 0
+  if restored is not None:
+    params, buffers = restored["model"]["params"], restored["model"]["batch_stats"]
+    opt_state = restored["train"]["opt_state"]
+    logging.info("resumed SDCNet training from %s at step %d", ckpt.directory, start)
+  last_saved = start or None
+  health = health_lib.Health(lambda c: c, ckpt.directory, counters,
+                             advice="Lower train.lr or check the frames.")
 
   def save(step: int) -> None:
+    nonlocal last_saved
+    health.check(counters, step, last_saved)  # never checkpoint a failed run
     ckpt.save(step, model_vars={"params": params, "batch_stats": buffers},
               train_vars={"opt_state": opt_state, "step": np.asarray(step, np.int64)},
               data_state={"step": step, "epoch": step // spe}, meta=meta, force=True)
+    last_saved = step
 
   train_step = make_train_step(bundle, tx)
-  writer = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard")) if is_main else None
+  # A resumed run hides in TensorBoard what the interrupted one logged after its checkpoint.
+  writer = (tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                      purge_step=start + 1 if restored is not None else None)
+            if is_main else None)
+  preemption = preemption_lib.Preemption(t.get("preemption_sync_every", 10),
+                                         where=lambda: preemption_lib.last_committed(ckpt))
   stop = min(total, t.stop_at_step) if t.stop_at_step > 0 else total
   history: list[dict[str, float]] = []
   bar = tqdm.tqdm(total=total, initial=start, desc="sdcnet train", unit="step",
                   disable=not (is_main and config.progress_bar), dynamic_ncols=True)
   tick = time.perf_counter()
+  done, stopped = start, None
   try:
-    for step in range(start, stop):
-      batch = mesh_lib.shard_batch(loader.batch(step), mesh)
-      params, opt_state, losses = train_step(params, opt_state, buffers, flownet_state, batch)
-      bar.update(1)
-      done = step + 1
-      if done % t.log_every == 0 or done == stop:
-        scalars = {k: float(v) for k, v in jax.device_get(losses).items()}
-        scalars["lr"] = float(schedule(step))
-        scalars["step_time_s"] = (time.perf_counter() - tick) / max(1, done - start)
-        history.append(dict(scalars, step=done))
-        bar.set_postfix(loss=f"{scalars['tot']:.4f}", lr=f"{scalars['lr']:.1e}")
-        if writer:
-          writer.scalars({f"train/{k}": v for k, v in scalars.items()}, done)
-      if done % t.checkpoint_every == 0 or done == stop:
-        save(done)
-  finally:
-    bar.close()
-    loader.close()
-    ckpt.close()
-    if writer:
-      writer.close()
-  return {"start_step": start, "step": max(start, stop), "total_steps": total,
-          "steps_per_epoch": spe, "history": history,
+    try:
+      for step in range(start, stop):
+        batch = mesh_lib.shard_batch(loader.batch(step), mesh)
+        done = step + 1
+        params, opt_state, counters, losses = train_step(params, opt_state, buffers,
+                                                         flownet_state, batch, counters, done)
+        bar.update(1)
+        if done % t.log_every == 0 or done == stop:
+          scalars = {k: float(v) for k, v in jax.device_get(losses).items() if k != "finite"}
+          health.check(counters, done, last_saved, scalars["tot"])
+          scalars["lr"] = float(schedule(step))
+          scalars["step_time_s"] = (time.perf_counter() - tick) / max(1, done - start)
+          history.append(dict(scalars, step=done))
+          bar.set_postfix(loss=f"{scalars['tot']:.4f}", lr=f"{scalars['lr']:.1e}")
+          if writer:
+            writer.scalars({f"train/{k}": v for k, v in scalars.items()}, done)
+        preempted = preemption.should_stop(done)
+        if done % t.checkpoint_every == 0 or done == stop or preempted:
+          save(done)
+        if preempted:
+          stopped = preemption.reason
+          break
+    finally:
+      bar.close()
+      loader.close()
+      if writer:
+        writer.close()
+      try:
+        ckpt.close()
+      finally:
+        preemption.restore()
+  except ckpt_lib.NoSpaceError as err:
+    raise preemption_lib.no_space_exit(err, ckpt) from None
+  if stopped:  # a Ctrl-C exits with status 130 here
+    preemption_lib.report_stop(done, stopped, ckpt.directory)
+  elif t.stop_at_step > 0 and done == t.stop_at_step < total:
+    logging.warning("stopping at step %d (train.stop_at_step); checkpoint %d is saved under %s",
+                    done, done, ckpt.directory)
+  return {"start_step": start, "step": done, "total_steps": total,
+          "steps_per_epoch": spe, "history": history, "stopped": stopped,
           "checkpoint": os.path.join(workdir, "checkpoints")}

@@ -13,38 +13,34 @@ holds NaN.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import signal
-import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tqdm
 
 from jaxseg import data as data_lib
-from jaxseg.evaluation import evaluate as evaluate_lib
-from jaxseg.evaluation import report as eval_outputs
 from jaxseg.runtime import checkpoint as checkpoint_lib
 from jaxseg.runtime import distributed
+from jaxseg.runtime import health as health_lib
 from jaxseg.runtime import mesh as mesh_lib
+from jaxseg.runtime import preemption as preemption_lib
 from jaxseg.runtime import tensorboard
 from jaxseg.train import class_weights as class_frequency
 from jaxseg.train import init_from as init_from_lib
 from jaxseg.train import losses
 from jaxseg.train import optimizer as optimizer_lib
+from jaxseg.train import periodic_eval
 from jaxseg.train import step as step_lib
 
 _GB = float(1 << 30)
 
 
-class NonFiniteLossError(RuntimeError):
-  pass
+NonFiniteLossError = health_lib.NonFiniteLossError  # raised by train_and_evaluate
 
 
 def global_batch_size(config: ml_collections.ConfigDict, mesh) -> int:
@@ -111,69 +107,6 @@ def _meta(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]
           "config": json.loads(config.to_json_best_effort())}
 
 
-def _exit_now(status: int) -> None:
-  """Ends the process without unwinding: nothing (an orbax writer thread, a GC callback
-  swallowing a KeyboardInterrupt) can delay or cancel it."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  os._exit(status)  # pylint: disable=protected-access
-
-
-def _interactive() -> bool:
-  """A Python prompt or a notebook kernel, where a second Ctrl-C must not kill the session."""
-  return hasattr(sys, "ps1") or "ipykernel" in sys.modules
-
-
-class _Preemption:
-  """Turns SIGTERM and a first Ctrl-C (SIGINT) into a flag so the loop can save a checkpoint
-  before exiting. A second Ctrl-C exits at once with status 130, without saving (a save in
-  flight is never committed, so nothing committed is lost); at an interactive prompt it raises
-  KeyboardInterrupt instead of ending the session.
-
-  With several processes the flag is agreed on (any process signalled -> all stop at the same
-  step) every `sync_every` steps, since a checkpoint is a collective operation.
-  """
-
-  def __init__(self, sync_every: int, where: Callable[[], str] = lambda: ""):
-    self.requested = False
-    self.reason: str | None = None  # "SIGTERM" or "SIGINT"
-    self._sync_every = max(int(sync_every), 1)
-    self._where = where  # names the last committed checkpoint, for the abort message
-    self._previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread (e.g. inside a test runner thread)
-        pass
-
-  def _handle(self, signum, frame):
-    del frame
-    if signum == signal.SIGINT and self.reason == "SIGINT":
-      logging.warning("Ctrl-C again: exiting at once without saving; %s", self._where())
-      if _interactive():
-        raise KeyboardInterrupt
-      _exit_now(130)
-      return
-    self.requested = True
-    self.reason = signal.Signals(signum).name
-    if signum == signal.SIGINT:
-      logging.warning("Ctrl-C: saving a checkpoint after this step, then exiting; press Ctrl-C "
-                      "again to exit at once without saving")
-
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self.requested
-    if step % self._sync_every:
-      return False
-    flags = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
-    return bool(np.any(flags))
-
-  def restore(self):
-    for sig, previous in self._previous.items():
-      signal.signal(sig, previous)
-    self._previous = {}
-
-
 def device_memory_scalars() -> dict[str, float]:
   """Current and peak device memory (GiB, max over local devices), where JAX reports it."""
   in_use, peak, limit = [], [], []
@@ -200,33 +133,21 @@ def _init_from(config, state: step_lib.TrainState, fns, mesh) -> step_lib.TrainS
   return state.with_model_vars(restored)  # the EMA, when on, starts there too
 
 
-class _Health:
-  """Reads the state's non-finite counters (a small transfer) and acts on them."""
+def _health(config, writer, ckpt_dir: pathlib.Path, state) -> health_lib.Health:
+  """The non-finite guard on the state's counters: fp16 (loss scaling) logs and counts skipped
+  steps, the other precisions stop with NonFiniteLossError."""
 
-  def __init__(self, config, writer, ckpt_dir: pathlib.Path, state):
-    self._fp16 = config.precision == "fp16"
-    self._writer = writer
-    self._dir = ckpt_dir
-    self._seen = int(jax.device_get(state.health["nonfinite_steps"]))  # before a resume
+  def on_skipped(state, new: int, step: int, total: int) -> None:
+    scale = float(jax.device_get(state.loss_scale["scale"]))
+    logging.warning("fp16: %d step(s) skipped for non-finite gradients up to step %d "
+                    "(%d in total); loss scale now %g", new, step, total, scale)
+    if writer:
+      writer.scalars({"train/skipped_steps": total}, step)
 
-  def check(self, state, step: int, last_saved: int | None, loss: float | None = None) -> None:
-    health = jax.device_get(state.health)
-    count, first = int(health["nonfinite_steps"]), int(health["first_nonfinite_step"])
-    if count and not self._fp16:
-      where = (f"the last good checkpoint is step {last_saved} in {self._dir}"
-               if last_saved is not None else f"no checkpoint was written yet in {self._dir}")
-      raise NonFiniteLossError(
-          f"non-finite loss or gradients at step {first}"
-          f"{f' (loss {loss})' if loss is not None else ''}; that update was not applied and "
-          f"training stops at step {step}; {where}. Lower optimizer.lr, check the data, or use "
-          "precision='fp32'.")
-    if count > self._seen:
-      scale = float(jax.device_get(state.loss_scale["scale"]))
-      logging.warning("fp16: %d step(s) skipped for non-finite gradients up to step %d "
-                      "(%d in total); loss scale now %g", count - self._seen, step, count, scale)
-      if self._writer:
-        self._writer.scalars({"train/skipped_steps": count}, step)
-    self._seen = count
+  return health_lib.Health(
+      lambda s: s.health, ckpt_dir, state, skip_nonfinite=config.precision == "fp16",
+      on_skipped=on_skipped,
+      advice="Lower optimizer.lr, check the data, or use precision='fp32'.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path
@@ -237,6 +158,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   is_main = jax.process_index() == 0
   num_classes, info = resolve_num_classes(config)
   mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
+  evaluator = periodic_eval.PeriodicEval(config, mesh, info, workdir)  # settings checked here
   batch_size = global_batch_size(config, mesh)
   plan = data_lib.make_plan(config.data, batch_size, config.seed)  # lists the split: once
   clock = optimizer_lib.EpochClock.from_plan(plan, config.data)
@@ -268,9 +190,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                       purge_step=start + 1 if restored is not None else None)
             if is_main else None)
   rng = jax.random.key(config.seed + 1)
-  preemption = _Preemption(config.train.get("preemption_sync_every", 10),
-                           where=lambda: _last_committed(ckpt))
-  health = _Health(config, writer, ckpt.directory, state)
+  preemption = preemption_lib.Preemption(config.train.get("preemption_sync_every", 10),
+                                         where=lambda: preemption_lib.last_committed(ckpt))
+  health = _health(config, writer, ckpt.directory, state)
   last_eval: dict[str, Any] = {}
   last_saved = start if start else None
   eval_every_epochs = int(config.train.get("eval_every_epochs", 0))
@@ -329,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         eval_metrics = None
         if (_every(step, config.train.eval_every) or step == total_steps or
             (eval_every_epochs > 0 and epoch_end and (epoch + 1) % eval_every_epochs == 0)):
-          last_eval = run_eval(config, fns, state.model_vars(), mesh, info, step, workdir, writer)
+          last_eval = evaluator.evaluate(state.model_vars(), step, writer)
           eval_metrics = {"miou": last_eval["miou"]}
         preempted = preemption.should_stop(step)
         stop_here = preempted or step == config.train.stop_at_step
@@ -348,71 +270,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       finally:
         preemption.restore()
   except checkpoint_lib.NoSpaceError as err:
-    committed = ckpt.committed_steps()
-    resume = (f"run the same command to resume from step {committed[-1]}" if committed
-              else "nothing was committed yet")
-    raise SystemExit(f"error: {err}; free some space, then {resume}") from None
-  if stopped:
-    logging.warning("stopping at step %d (%s); checkpoint %d is saved under %s", stopped[0],
-                    stopped[1], stopped[0], ckpt.directory)
-    if stopped[1] == "SIGINT":
-      raise SystemExit(130)  # the shell's status for a run ended by Ctrl-C
-  if config.eval.write_predictions and last_eval:  # every process runs the sharded step
-    write_predictions(config, fns, state.model_vars(), mesh, info, workdir / "predictions")
+    raise preemption_lib.no_space_exit(err, ckpt) from None
+  if stopped:  # a Ctrl-C exits with status 130 here
+    preemption_lib.report_stop(stopped[0], stopped[1], ckpt.directory)
+  if config.eval.write_predictions and last_eval:  # every process runs the sharded engine
+    evaluator.write_predictions(state.model_vars(), workdir / "predictions")
   return last_eval
-
-
-def _last_committed(ckpt: checkpoint_lib.CheckpointManager) -> str:
-  committed = ckpt.committed_steps()
-  if not committed:
-    return f"no checkpoint was committed under {ckpt.directory}"
-  return f"the last committed checkpoint is step {committed[-1]} under {ckpt.directory}"
-
-
-def run_eval(config, fns, model_vars, mesh, info, step, workdir, writer) -> dict[str, Any]:
-  loader = data_lib.build_eval_loader(config.data, batch_size=config.eval.batch_size)
-  # Only the writing process (writer set) keeps pictures: the eval step's own predictions.
-  shown = eval_outputs.FirstImages(config.eval.num_tensorboard_images) if writer else None
-  summary, confusion = evaluate_lib.evaluate(
-      fns.eval_step, model_vars, loader, mesh=mesh, num_classes=info.num_classes,
-      max_batches=config.eval.max_batches or None, progress=config.progress_bar,
-      on_batch=shown.add if shown and shown.count else None)
-  if jax.process_index() == 0:
-    table = evaluate_lib.write_eval_report(workdir / "eval", step, summary, confusion,
-                                           info.class_names, colors=info.colors)
-    logging.info("eval at step %d:\n%s", step, table)
-    print(f"\n[eval step {step}] mIoU {100 * summary['miou']:.2f}\n{table}", flush=True)
-    if writer:
-      scalars = {"eval/miou": summary["miou"], "eval/macc": summary["macc"],
-                 "eval/aacc": summary["aacc"]}
-      if "mniou" in summary:  # Cityscapes instance-normalised IoU
-        scalars["eval/mniou"] = summary["mniou"]
-      scalars.update({f"eval_iou/{name}": float(v) for name, v in
-                      zip(info.class_names, summary["iou"]) if not np.isnan(v)})
-      writer.scalars(scalars, step)
-      writer.images(eval_outputs.eval_pictures(shown, summary, confusion, info.class_names,
-                                               info.colors, step,
-                                               alpha=config.eval.overlay_alpha), step)
-  return summary
-
-
-def write_predictions(config, fns, model_vars, mesh, info, outdir: pathlib.Path) -> list:
-  """Colour masks and overlays for the first `eval.num_prediction_images` eval images."""
-  loader = data_lib.build_eval_loader(config.data, batch_size=config.eval.batch_size)
-  remaining = int(config.eval.num_prediction_images)
-  written = []
-  for batch in loader:
-    if remaining <= 0:
-      break
-    images = mesh_lib.shard_batch({"image": batch["image"]}, mesh)["image"]
-    preds = mesh_lib.local_rows(fns.predict_step(model_vars, images))
-    keep = np.flatnonzero(np.asarray(batch.get("valid", np.ones(len(preds), bool))))[:remaining]
-    if jax.process_index() == 0:  # process 0 writes its own share of the images
-      written += evaluate_lib.write_prediction_images(
-          outdir, [batch["name"][i] for i in keep], batch["image"][keep], preds[keep],
-          info.colors)
-    remaining -= len(keep)
-  return written
 
 
 def _every(step: int, period: int) -> bool:

@@ -1,4 +1,6 @@
-"""The train state and the jit-compiled, explicitly sharded train and eval steps.
+"""The train state and the jit-compiled, explicitly sharded train step.
+
+Evaluation and predictions go through the inference engine (train/periodic_eval.py).
 
 Gradient accumulation (train.grad_accum_steps k): the train step receives one batch of k x the
 micro-batch and scans over its k micro-batches, averaging their gradients (each micro-batch
@@ -28,9 +30,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxseg.evaluation import metrics as metrics_lib
 from jaxseg.models import preprocess
 from jaxseg.models import registry
+from jaxseg.runtime import health as health_lib
 from jaxseg.runtime import mesh as mesh_lib
 from jaxseg.runtime import precision as precision_lib
 from jaxseg.runtime import variables
@@ -90,11 +92,6 @@ class TrainState:
                         ema=ema)
 
 
-def initial_health() -> dict[str, jax.Array]:
-  return {"nonfinite_steps": jnp.asarray(0, jnp.int32),
-          "first_nonfinite_step": jnp.asarray(-1, jnp.int32)}
-
-
 def grad_accum_steps(config: ml_collections.ConfigDict) -> int:
   """train.grad_accum_steps, checked: micro-batches per update (1 = no accumulation)."""
   k = int(config.train.get("grad_accum_steps", 1))
@@ -135,7 +132,7 @@ def micro_batches(x: jax.Array, k: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class StepFunctions:
-  """Everything compiled for one run: the model layout, the state shardings and the steps.
+  """Everything compiled for one run: the model layout, the state shardings, the train step.
 
   `make_train_step(loss_fn)` jits a train step for another loss (e.g. label relaxation
   switching off at `loss.rlx_off_epoch`) with the same shardings.
@@ -145,9 +142,6 @@ class StepFunctions:
   abstract_state: TrainState  # shapes and dtypes (jax.ShapeDtypeStruct leaves)
   init: Callable[[], TrainState]
   train_step: TrainStepFn
-  eval_step: Callable[[dict[str, Any], dict[str, jax.Array]],
-                      tuple[jax.Array, jax.Array]]  # (confusion counts, predictions)
-  predict_step: Callable[[dict[str, Any], jax.Array], jax.Array]
   make_train_step: Callable[[LossFn], TrainStepFn]
 
 
@@ -163,10 +157,6 @@ def _place(tree: Any, shardings: Any) -> Any:
     host = np.asarray(value)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
   return jax.tree.map(put, tree, shardings)
-
-
-def _select(pred: jax.Array, new: Any, old: Any) -> Any:
-  return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
 
 
 def _aux_loss_of(loss_fn: LossFn, model_name: str, aux_heads: tuple[str, ...]
@@ -191,12 +181,13 @@ def _aux_loss_of(loss_fn: LossFn, model_name: str, aux_heads: tuple[str, ...]
 
 
 def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_classes: int,
-                          tx: optax.GradientTransformation | None, loss_fn: LossFn | None,
-                          ignore_index: int = 255) -> StepFunctions:
-  """Builds the sharded init / train / eval / predict functions of `config` on `mesh`.
+                          tx: optax.GradientTransformation | None, loss_fn: LossFn | None
+                          ) -> StepFunctions:
+  """Builds the sharded init and train functions of `config` on `mesh`.
 
   `tx` (from optimizer.create_optimizer) receives `step=` (the 0-based update index) in its
-  update; plain optax transformations ignore it. None: evaluation/prediction only.
+  update; plain optax transformations ignore it. None: no update (the state and its layout).
+  Evaluation is not here: it runs the inference engine (train/periodic_eval.py).
   For a model whose ModelSpec lists `aux_heads`, a `losses.SegmentationLoss` with
   `aux_weight > 0` trains them: loss = main + aux_weight * sum over heads of aux_loss(head
   logits, labels); the metrics add `main_loss` and `aux_loss/<head>` (unweighted).
@@ -218,7 +209,7 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
     return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=stats,
                       opt_state=tx.init(params),
                       loss_scale=precision_lib.initial_loss_scale(scale_cfg),
-                      health=initial_health(), ema=ema)
+                      health=health_lib.initial_counters(), ema=ema)
 
   abstract_model = nnx.eval_shape(
       lambda: registry.from_config(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups))
@@ -304,29 +295,24 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
       updates, new_opt_state = tx.update(grads, state.opt_state, state.params, step=state.step)
       new_params = optax.apply_updates(state.params, updates)
       # Finite gradients can still overflow the parameters (a huge learning rate).
-      finite = (precision_lib.all_finite(grads) & jnp.isfinite(loss) &
-                precision_lib.all_finite(new_params))
+      finite = (health_lib.all_finite(grads) & jnp.isfinite(loss) &
+                health_lib.all_finite(new_params))
       # A non-finite step is never applied: parameters, statistics and momentum stay as they
       # were. fp16 expects these (loss-scale overflow); otherwise the trainer stops on them,
       # and no NaN ever reaches the state or a checkpoint.
-      new_params = _select(finite, new_params, state.params)
-      new_opt_state = _select(finite, new_opt_state, state.opt_state)
-      new_stats = _select(finite, new_stats, state.batch_stats)
+      new_params = health_lib.select_if_finite(finite, new_params, state.params)
+      new_opt_state = health_lib.select_if_finite(finite, new_opt_state, state.opt_state)
+      new_stats = health_lib.select_if_finite(finite, new_stats, state.batch_stats)
       if use_loss_scale:
         loss_scale = precision_lib.update_loss_scale(state.loss_scale, finite, scale_cfg)
       else:
         loss_scale = state.loss_scale
       step = state.step + 1
-      bad = jnp.logical_not(finite)
-      health = {
-          "nonfinite_steps": state.health["nonfinite_steps"] + bad.astype(jnp.int32),
-          "first_nonfinite_step": jnp.where(bad & (state.health["first_nonfinite_step"] < 0),
-                                            step, state.health["first_nonfinite_step"]),
-      }
+      health = health_lib.count_nonfinite(state.health, finite, step)
       ema = state.ema
       if decay > 0:  # a skipped step leaves the average as it was, too
-        ema = _select(finite, ema_update(ema, {"params": new_params, "batch_stats": new_stats},
-                                         decay), ema)
+        ema = health_lib.select_if_finite(
+            finite, ema_update(ema, {"params": new_params, "batch_stats": new_stats}, decay), ema)
       new_state = state.replace(step=step, params=new_params, batch_stats=new_stats,
                                 opt_state=new_opt_state, loss_scale=loss_scale, health=health,
                                 ema=ema)
@@ -337,31 +323,11 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
     return jax.jit(train_step, in_shardings=(state_sharding, batched, replicated),
                    out_shardings=(state_sharding, replicated), donate_argnums=0)
 
-  def predict_logits(model_vars: dict[str, Any], images: jax.Array) -> jax.Array:
-    model = layout.merge(model_vars["params"], model_vars["batch_stats"])
-    return model(preprocess.normalize_images(images, dtype), train=False)
-
-  def eval_step(model_vars: dict[str, Any], batch: dict[str, jax.Array]
-                ) -> tuple[jax.Array, jax.Array]:
-    # The predictions stay sharded on device; evaluate() uses them for Cityscapes nIoU.
-    preds = jnp.argmax(predict_logits(model_vars, batch["image"]), axis=-1)
-    counts = metrics_lib.confusion_matrix(batch["label"], preds, num_classes,
-                                          ignore_index=ignore_index, valid=batch.get("valid"))
-    return counts, preds
-
-  def predict_step(model_vars: dict[str, Any], images: jax.Array) -> jax.Array:
-    return jnp.argmax(predict_logits(model_vars, images), axis=-1).astype(jnp.uint8)
-
-  # Model variables keep whatever sharding they come with (None): the train state's (FSDP) or
-  # the replicated copy that inference restores.
   return StepFunctions(
       layout=layout,
       state_sharding=state_sharding,
       abstract_state=abstract_state,
       init=lambda: _place(host_init(), state_sharding),
       train_step=train_step_for(loss_fn),
-      eval_step=jax.jit(eval_step, in_shardings=(None, batched),
-                        out_shardings=(replicated, batched)),
-      predict_step=jax.jit(predict_step, in_shardings=(None, batched), out_shardings=batched),
       make_train_step=train_step_for,
   )

@@ -155,15 +155,19 @@ def test_instance_train_ids():
 
 
 @needs_data
-def test_training_eval_step_reports_niou():
-  """The trainer's eval step returns its predictions, so in-training evals get nIoU too."""
+def test_training_eval_engine_reports_niou():
+  """The training run's engine returns its predictions, so in-training evals get nIoU too."""
+  from jaxseg import data as data_lib
+  from jaxseg.train import periodic_eval
   from jaxseg.train import step as step_lib
   c = base_config()
   c.model.name, c.precision = "DeepR18V3PlusD_m1", "fp32"
   c.model.overrides.width_multiplier = 0.0625
+  c.data.name, c.data.root = "cityscapes", str(ROOT)
   mesh = mesh_lib.create_mesh({"data": 1}, devices=jax.devices()[:1])
   fns = step_lib.create_step_functions(c, mesh=mesh, num_classes=19, tx=None, loss_fn=None)
+  engine = periodic_eval.build_engine(c, data_lib.dataset_info(c.data), mesh)
   batches = _batches()[:1]  # the val frame, through the eval loader
-  summary, _ = evaluate_lib.evaluate(fns.eval_step, fns.init().model_vars(), batches, mesh=mesh,
-                                     num_classes=19, progress=False)
+  summary, _ = evaluate_lib.evaluate(engine.confusion, fns.init().model_vars(), batches,
+                                     mesh=mesh, num_classes=19, progress=False)
   assert "mniou" in summary and len(summary["niou"]) == 19

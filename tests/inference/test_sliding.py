@@ -255,7 +255,8 @@ def test_fixed_aspp_pool_averages_fixed_windows():
   assert [k for k, _, _ in layout.param_paths] == [k for k, _, _ in global_layout.param_paths]
   # ASPP level: the image branch at the corners is img_conv(mean of the corner window).
   aspp = model.aspp
-  fixed = inference_model.FixedPoolASPP(aspp, 3)
+  fixed = nnx.clone(aspp)  # the same weights, pooling 3 x 3 windows
+  fixed.image_pool_window = 3
   channels = aspp.img_conv[0].kernel.shape[2]
   x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 7, 8, channels)), jnp.float32)
   out = np.asarray(fixed(x))

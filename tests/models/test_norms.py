@@ -1,6 +1,8 @@
 """jaxseg.models.norms: GroupNorm / InstanceNorm parity with torch, EvoNorm-S0 with a numpy
 reference, the torch key map of the new parameters, and one train + eval step of a tiny
 DeepLabV3+ with every normaliser."""
+import dataclasses
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,7 @@ from jaxseg.convert import torch_layout
 from jaxseg.models import create_model
 from jaxseg.models import layers
 from jaxseg.models import norms
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.runtime import mesh as mesh_lib
 from jaxseg.train import losses
 from jaxseg.train import optimizer as optimizer_lib
@@ -20,7 +23,7 @@ NUM_CLASSES = 4
 
 
 def _cfg(norm, groups=32, dtype=jnp.float32):
-  return dict(dtype=dtype, param_dtype=jnp.float32, bn_groups=1, norm=norm, norm_groups=groups)
+  return LayerCfg(dtype=dtype, param_dtype=jnp.float32, bn_groups=1, norm=norm, norm_groups=groups)
 
 
 def _input(shape=(2, 5, 7, 24), seed=0):
@@ -130,7 +133,7 @@ def test_unknown_norm_and_bad_groups_are_rejected():
 def test_batch_norm_momentum_from_cfg():
   """torch's convention and default (0.1); a cfg's bn_momentum (HRNet: MSeg's 0.01) is used."""
   assert norms.make_norm(8, _cfg("batch")).momentum == 0.1
-  bn = norms.make_norm(8, dict(_cfg("batch"), bn_momentum=0.01))
+  bn = norms.make_norm(8, dataclasses.replace(_cfg("batch"), bn_momentum=0.01))
   assert isinstance(bn, layers.BatchNorm) and bn.momentum == 0.01
   x = _input((4, 3, 3, 8))
   bn(x, train=True)  # running = (1 - m) * running + m * batch (unbiased variance)

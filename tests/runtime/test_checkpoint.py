@@ -17,6 +17,7 @@ from jaxseg.models import registry
 from jaxseg.runtime import checkpoint as checkpoint_lib
 from jaxseg.runtime import mesh as mesh_lib
 from jaxseg.train import loop as trainer
+from jaxseg.train import periodic_eval
 from jaxseg.train import step as step_lib
 
 # A tiny stand-in for a train state: retention and save errors do not depend on the model.
@@ -47,7 +48,7 @@ def _config(num_steps: int):
 
 def _train(config, workdir):
   """train_and_evaluate with a stand-in evaluation (its compile would dominate the test)."""
-  with mock.patch.object(trainer, "run_eval", return_value={"miou": 0.5}):
+  with mock.patch.object(periodic_eval.PeriodicEval, "evaluate", return_value={"miou": 0.5}):
     return trainer.train_and_evaluate(config, workdir)
 
 
@@ -245,17 +246,4 @@ def test_ctrl_c_saves_the_current_step_and_exits_130(tmp_path, caplog):
   assert signal.getsignal(signal.SIGINT) is previous  # the handler is uninstalled
 
 
-def test_second_ctrl_c_exits_at_once_without_saving(caplog):
-  exits = []
-  with mock.patch.object(trainer, "_exit_now", exits.append):
-    preemption = trainer._Preemption(1, where=lambda: "the last committed checkpoint is step 7")
-    try:
-      with caplog.at_level(logging.WARNING), _no_keyboard_interrupt():
-        os.kill(os.getpid(), signal.SIGINT)
-        assert preemption.requested and preemption.reason == "SIGINT" and not exits
-        os.kill(os.getpid(), signal.SIGINT)
-    finally:
-      preemption.restore()
-  assert exits == [130]
-  assert ("Ctrl-C again: exiting at once without saving; the last committed checkpoint is "
-          "step 7") in caplog.text
+# The second Ctrl-C (exit at once, without saving): tests/runtime/test_preemption.py.

@@ -23,8 +23,8 @@ from jaxseg.kernels import pallas_triton
 from jaxseg.models import conv_algorithms
 from jaxseg.models import layers
 from jaxseg.models import registry
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.resnet import BasicBlock
-from jaxseg.models.resnet import default_cfg
 from jaxseg.models.seresnext import SEResNeXtBottleneck
 from jaxseg.models.wider_resnet import IdentityResidualBlock
 from jaxseg.runtime import mesh as mesh_lib
@@ -164,7 +164,7 @@ def test_sdcnet_warp_lowers_to_triton_for_cuda():
 def _block_objective(make_block, x, remat: str):
   """(objective, params): loss with parameter gradients, new BN statistics and the output of
   one block in train mode (dropout drawn from a fixed key)."""
-  block = make_block(default_cfg(remat=remat))
+  block = make_block(LayerCfg(remat=remat))
   layout, params, stats = variables.split_model(block)
 
   def objective(p):

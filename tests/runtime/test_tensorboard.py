@@ -1,4 +1,4 @@
-"""TensorBoard output (runtime/tensorboard.py, the eval hook of trainer.run_eval), read back
+"""TensorBoard output (runtime/tensorboard.py, the hook of periodic_eval.PeriodicEval), read back
 with TensorBoard's own reader."""
 import types
 
@@ -15,6 +15,7 @@ from jaxseg.evaluation import report as eval_outputs
 from jaxseg.runtime import mesh as mesh_lib
 from jaxseg.runtime import tensorboard
 from jaxseg.train import loop as trainer
+from jaxseg.train import periodic_eval
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator")
@@ -83,8 +84,8 @@ def test_overlay_grid_rows_and_panels():
   assert wide.shape[1] == 3 * 200 + 2 * 4  # shrunk to the panel width
 
 
-def _fake_eval_fns(num_classes: int):
-  """An eval step without a model: predicts the label (ignore -> class 0), and class 0
+def _fake_engine(num_classes: int):
+  """An inference engine without a model: predicts the label (ignore -> class 0), and class 0
   where the image's red channel is odd, so the IoUs are not all 1."""
 
   def eval_step(model_vars, batch):
@@ -95,18 +96,19 @@ def _fake_eval_fns(num_classes: int):
                                           valid=batch.get("valid"))
     return counts, preds.astype(jnp.uint8)
 
-  return types.SimpleNamespace(eval_step=jax.jit(eval_step))
+  return types.SimpleNamespace(confusion=jax.jit(eval_step))
 
 
-def test_run_eval_writes_scalars_grid_and_charts(tmp_path):
+def test_periodic_eval_writes_scalars_grid_and_charts(tmp_path):
   config = tiny_demo_config()
   config.eval.batch_size = 2  # the 3 pictured images come from two batches
   config.eval.num_tensorboard_images = 3
   num_classes, info = trainer.resolve_num_classes(config)
   mesh = mesh_lib.create_mesh({"data": 1})
   writer = tensorboard.SummaryWriter(tmp_path / "tb")
-  summary = trainer.run_eval(config, _fake_eval_fns(num_classes), {}, mesh, info, 7,
-                             tmp_path, writer)
+  evaluator = periodic_eval.PeriodicEval(config, mesh, info, tmp_path,
+                                         engine=_fake_engine(num_classes))
+  summary = evaluator.evaluate({}, 7, writer)
   writer.close()
   acc = _accumulator(tmp_path / "tb")
   tags = acc.Tags()
@@ -118,7 +120,7 @@ def test_run_eval_writes_scalars_grid_and_charts(tmp_path):
   present = [n for n, v in zip(info.class_names, summary["iou"]) if not np.isnan(v)]
   assert {f"eval_iou/{n}" for n in present} <= set(tags["scalars"])
 
-  # The grid holds the first 3 eval images, their ground truth and the eval step's prediction.
+  # The grid holds the first 3 eval images, their ground truth and the engine's prediction.
   from jaxseg import data as data_lib
   batch = next(iter(data_lib.build_eval_loader(config.data, batch_size=3)))
   image, label = batch["image"], batch["label"]

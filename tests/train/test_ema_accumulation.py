@@ -38,7 +38,7 @@ class ToyConv(nnx.Module):
 
   def __init__(self, num_classes, *, cfg, rngs, bn=False):
     self.body = Conv2d(3, 8, 3, padding=1, rngs=rngs)
-    self.norm = BatchNorm(8, groups=cfg["bn_groups"]) if bn else None
+    self.norm = BatchNorm(8, groups=cfg.bn_groups) if bn else None
     self.cls = Conv2d(8, num_classes, 1, use_bias=True, rngs=rngs)
 
   def __call__(self, x, *, train=False, rngs=None):

@@ -17,7 +17,6 @@ conv (and its downsample has stride 1); the other blocks use the new dilation.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from flax import nnx
 import jax
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 
 from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_half_pixel
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import MaxPool2d
 from jaxseg.models.layers import _he_normal_fan_out
 from jaxseg.models.layers import apply_layers
@@ -64,7 +64,7 @@ class TorchvisionResNet(nnx.Module):
   """torchvision ResNet-50/101 trunk (no avgpool/fc): returns (layer3, layer4) features."""
 
   def __init__(self, depth: int, *, output_stride: int = 8, width_multiplier: float = 1.0,
-               cfg: dict[str, Any], rngs: nnx.Rngs):
+               cfg: LayerCfg, rngs: nnx.Rngs):
     if depth not in RESNET_BLOCKS:
       raise ValueError(f"TorchvisionResNet: depth must be one of {sorted(RESNET_BLOCKS)}, "
                        f"got {depth}")
@@ -114,7 +114,7 @@ class ASPP(nnx.Module):
   """torchvision ASPP: 1x1, three dilated 3x3, image pooling; concat; project."""
 
   def __init__(self, in_channels: int, rates: tuple[int, ...], out_channels: int, *,
-               cfg: dict[str, Any], rngs: nnx.Rngs):
+               cfg: LayerCfg, rngs: nnx.Rngs):
     kw = dict(cfg=cfg, rngs=rngs)
     branches = [nnx.List(adapter.conv_bn_relu(in_channels, out_channels, 1, **kw))]
     branches += [nnx.List(adapter.conv_bn_relu(in_channels, out_channels, 3, padding=r, dilation=r,
@@ -142,7 +142,7 @@ class DeepLabV3(nnx.Module):
   """
 
   def __init__(self, num_classes: int, *, depth: int, aux: bool = True, output_stride: int = 8,
-               width_multiplier: float = 1.0, cfg: dict[str, Any], rngs: nnx.Rngs):
+               width_multiplier: float = 1.0, cfg: LayerCfg, rngs: nnx.Rngs):
     self.backbone = TorchvisionResNet(depth, output_stride=output_stride,
                                       width_multiplier=width_multiplier, cfg=cfg, rngs=rngs)
     kw = dict(cfg=cfg, rngs=rngs)
@@ -176,7 +176,7 @@ class DeepLabV3(nnx.Module):
 
 
 def _builder(depth: int):
-  def build(num_classes: int, *, cfg: dict[str, Any], rngs: nnx.Rngs, **overrides) -> nnx.Module:
+  def build(num_classes: int, *, cfg: LayerCfg, rngs: nnx.Rngs, **overrides) -> nnx.Module:
     return DeepLabV3(num_classes, depth=depth, cfg=cfg, rngs=rngs, **overrides)
   return build
 

@@ -30,9 +30,9 @@ from jaxseg.convert.converter import unwrap_checkpoint
 from jaxseg.convert.pth_reader import load_pth
 from jaxseg.models import create_model
 from jaxseg.models import registry
-from jaxseg.models.deeplabv3 import Dropout
 from jaxseg.models.interpolate import resize_bilinear_half_pixel
 from jaxseg.models.layers import BatchNorm
+from jaxseg.models.tv_deeplabv3 import Dropout
 
 FIXTURES = TEST_FIXTURES / "torchvision_mseg"
 sys.path.insert(0, str(FIXTURES.parent))
@@ -248,12 +248,12 @@ def test_camvid_hrnet_training_steps_lower_the_loss(shared_data):
   """
   from jaxseg.models.hrnet import HRNet
   from jaxseg.models.hrnet import w48_stages
-  from jaxseg.models.resnet import default_cfg
+  from jaxseg.models.layer_cfg import LayerCfg
   stages = [dict(s, num_modules=1, num_blocks=(1,) * len(s["channels"]))
             for s in w48_stages()[:2]]
 
   def build_model(config, num_classes, *, rngs, bn_groups=1):
-    return HRNet(num_classes, stages=stages, cfg=default_cfg(bn_groups=bn_groups), rngs=rngs,
+    return HRNet(num_classes, stages=stages, cfg=LayerCfg(bn_groups=bn_groups), rngs=rngs,
                  width_multiplier=config.model.overrides.width_multiplier)
 
   config = camvid_smoke_config(shared_data / "camvid", "HRNetW48",
@@ -268,7 +268,7 @@ def test_recipes_name_registered_models_and_accepted_overrides(path, name):
   from _testlib import load_config
   c = load_config(path)
   assert c.model.name == name
-  accepted = set(registry.get_spec(name).overrides) | {"precision", "conv_impl", "norm",
+  accepted = set(registry.get_spec(name).overrides) | {"conv_precision", "conv_impl", "norm",
                                                         "norm_groups"}
   assert set(c.model.overrides) <= accepted
   if registry.get_spec(name).aux_heads:

@@ -6,11 +6,17 @@ Head layout (both models): `aspp` (image pooling branch FIRST in the concat, the
 BN, ReLU, conv1x1 -> classes)`; every upsample is bilinear, align_corners=True.
 DeepV3Plus takes the skip from layer1 (stride 4, 'm1'); DeepWV3Plus from mod2
 (stride 2).
+
+The ASPP's image pooling is global (`AdaptiveAvgPool2d(1)`) unless `image_pool_window` is set:
+the original eval.py `--fixed_aspp_pool` (config.eval.mode='pooling') replaces it by
+`AvgPool2d(105)` (kernel = stride = 105, no padding), the feature size of an 840x840 training
+crop at output stride 8, so that large test images see pooled context of the size the model
+was trained with. The window is a plain setting, not a variable: checkpoints are the same with
+or without it.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from flax import nnx
 import jax
@@ -18,6 +24,7 @@ import jax.numpy as jnp
 
 from jaxseg.models import adapter
 from jaxseg.models.interpolate import resize_bilinear_align_corners
+from jaxseg.models.layer_cfg import LayerCfg
 from jaxseg.models.layers import apply_layers
 from jaxseg.models.layers import scale_width
 from jaxseg.models.resnet import make_resnet_trunk
@@ -35,24 +42,56 @@ def aspp_rates(output_stride: int, rates: Sequence[int] = (6, 12, 18)) -> tuple[
   raise ValueError(f"ASPP output_stride must be 8 or 16, got {output_stride}")
 
 
+def _check_window(window: int | None) -> int | None:
+  """`window` as an int (or None); checked where it is set AND where it is read, since the
+  attribute may be assigned directly on a built model."""
+  if window is None:
+    return None
+  if isinstance(window, bool) or int(window) != window or window < 1:
+    raise ValueError(f"ASPP image_pool_window must be a positive int or None, got {window!r}")
+  return int(window)
+
+
 class ASPP(nnx.Module):
-  """_AtrousSpatialPyramidPoolingModule: out channels = 5 * reduction_dim."""
+  """_AtrousSpatialPyramidPoolingModule: out channels = 5 * reduction_dim.
+
+  image_pool_window: None pools the whole map (the original's training and default eval);
+  an int pools `window` x `window` blocks (stride = window, no padding; the module docstring's
+  `--fixed_aspp_pool`). Settable after construction (`aspp.image_pool_window = 105`), e.g. on
+  a restored model.
+  """
 
   def __init__(self, in_dim: int, reduction_dim: int, *, output_stride: int,
-               cfg: dict[str, Any], rngs: nnx.Rngs):
+               cfg: LayerCfg, rngs: nnx.Rngs, image_pool_window: int | None = None):
     feats = [nnx.List(adapter.conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs))]
     for r in aspp_rates(output_stride):
       feats.append(nnx.List(adapter.conv_bn_relu(in_dim, reduction_dim, 3, padding=r, dilation=r,
                                                 cfg=cfg, rngs=rngs)))
     self.features = nnx.List(feats)
     self.img_conv = nnx.List(adapter.conv_bn_relu(in_dim, reduction_dim, 1, cfg=cfg, rngs=rngs))
+    self.image_pool_window = _check_window(image_pool_window)
+
+  def _image_pool(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
+    """The image-level branch at the resolution of `x`."""
+    kw = dict(train=train, rngs=rngs)
+    window = _check_window(self.image_pool_window)
+    if window is None:
+      pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
+      img = apply_layers(self.img_conv, pooled, **kw)
+      # Upsample of a 1x1 map with align_corners=True is a broadcast.
+      return jnp.broadcast_to(img, x.shape[:3] + img.shape[3:])
+    h, w = x.shape[1:3]
+    # torch would fail on maps smaller than the window; here the window shrinks to the map.
+    kh, kw_ = min(window, h), min(window, w)
+    summed = jax.lax.reduce_window(x.astype(jnp.float32), 0.0, jax.lax.add, (1, kh, kw_, 1),
+                                   (1, kh, kw_, 1), "VALID")
+    pooled = (summed / (kh * kw_)).astype(x.dtype)
+    img = apply_layers(self.img_conv, pooled, **kw)
+    return resize_bilinear_align_corners(img, (h, w))
 
   def __call__(self, x: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None):
     kw = dict(train=train, rngs=rngs)
-    pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(x.dtype)
-    img = apply_layers(self.img_conv, pooled, **kw)
-    # Upsample of a 1x1 map with align_corners=True is a broadcast.
-    outs = [jnp.broadcast_to(img, x.shape[:3] + img.shape[3:])]
+    outs = [self._image_pool(x, **kw)]
     outs += [apply_layers(f, x, **kw) for f in self.features]
     return jnp.concatenate(outs, axis=-1)
 
@@ -61,7 +100,7 @@ class _DecoderHead(nnx.Module):
   """Shared decoder: aspp -> bot_aspp, bot_fine(skip), concat(fine, up), final."""
 
   def _init_head(self, high_channels: int, skip_channels: int, num_classes: int, *,
-                 aspp_output_stride: int, width_multiplier: float, cfg: dict[str, Any],
+                 aspp_output_stride: int, width_multiplier: float, cfg: LayerCfg,
                  rngs: nnx.Rngs):
     w = lambda c: scale_width(c, width_multiplier)  # noqa: E731
     red, fine = w(256), w(48)
@@ -74,6 +113,11 @@ class _DecoderHead(nnx.Module):
         adapter.conv(red, num_classes, 1, cfg=cfg, rngs=rngs),
     ])
     self.num_classes = num_classes
+
+  def set_image_pool_window(self, window: int | None) -> None:
+    """Pools the ASPP image branch over `window` x `window` blocks (None: the whole map); the
+    switch behind config.eval.mode='pooling' (see `ASPP`)."""
+    self.aspp.image_pool_window = _check_window(window)
 
   def _decode(self, high: jax.Array, skip: jax.Array, out_hw: Sequence[int], *, train: bool,
               rngs: nnx.Rngs | None) -> jax.Array:
@@ -90,7 +134,7 @@ class DeepV3Plus(_DecoderHead):
 
   def __init__(self, num_classes: int, *, trunk: str, output_stride: int = 8,
                aspp_output_stride: int = 8, width_multiplier: float = 1.0,
-               cfg: dict[str, Any], rngs: nnx.Rngs):
+               cfg: LayerCfg, rngs: nnx.Rngs):
     kw = dict(output_stride=output_stride, width_multiplier=width_multiplier, cfg=cfg, rngs=rngs)
     if trunk.startswith("seresnext-"):
       mods, skip_ch, high_ch = make_seresnext_trunk(int(trunk.split("-")[1]), **kw)
@@ -119,7 +163,7 @@ class DeepWV3Plus(_DecoderHead):
   """DeepLabV3+ on WiderResNet38-A2 (dilated, stride 8), skip from mod2 (stride 2)."""
 
   def __init__(self, num_classes: int, *, output_stride: int = 8, aspp_output_stride: int = 8,
-               width_multiplier: float = 1.0, cfg: dict[str, Any], rngs: nnx.Rngs):
+               width_multiplier: float = 1.0, cfg: LayerCfg, rngs: nnx.Rngs):
     if output_stride != 8:
       raise ValueError(f"DeepWV3Plus only supports output_stride=8, got {output_stride}")
     mods, skip_ch, high_ch = make_wider_resnet38_a2_trunk(width_multiplier=width_multiplier,
@@ -141,12 +185,12 @@ class DeepWV3Plus(_DecoderHead):
 
 
 def _deepv3plus(trunk: str):
-  def build(num_classes: int, *, cfg: dict[str, Any], rngs: nnx.Rngs, **overrides) -> nnx.Module:
+  def build(num_classes: int, *, cfg: LayerCfg, rngs: nnx.Rngs, **overrides) -> nnx.Module:
     return DeepV3Plus(num_classes, trunk=trunk, cfg=cfg, rngs=rngs, **overrides)
   return build
 
 
-def _deepwv3plus(num_classes: int, *, cfg: dict[str, Any], rngs: nnx.Rngs,
+def _deepwv3plus(num_classes: int, *, cfg: LayerCfg, rngs: nnx.Rngs,
                  **overrides) -> nnx.Module:
   return DeepWV3Plus(num_classes, cfg=cfg, rngs=rngs, **overrides)
 
