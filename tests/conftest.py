@@ -11,6 +11,9 @@ from _testlib import FAST_XLA_FLAGS  # imports no jax
 from _testlib import SHARED  # imports no jax
 
 os.environ.setdefault("XLA_FLAGS", FAST_XLA_FLAGS)
+# Stored executables are keyed by config and code, which a test's monkeypatch changes unseen:
+# off here and in the subprocesses, on only in the tests that are about it.
+os.environ["JAXSEG_EXECUTABLE_CACHE"] = "off"
 
 import jax  # noqa: E402  (after XLA_FLAGS)
 import pytest  # noqa: E402

@@ -43,6 +43,8 @@ def enable(setting: str = "auto") -> pathlib.Path | None:
   if folder is None:
     return None
   jax.config.update("jax_compilation_cache_dir", str(folder))
-  # Cache every program that took a noticeable time: the eval and init programs count too.
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  # Cache every program, the small ones too: building the state eagerly compiles ~30 tiny
+  # programs (one per new shape of a BN or optimizer buffer, ~0.05 s each), which together
+  # cost more at start-up than reading them back.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   return folder

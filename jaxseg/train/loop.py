@@ -26,6 +26,7 @@ import tqdm
 from jaxseg import data as data_lib
 from jaxseg.runtime import checkpoint as checkpoint_lib
 from jaxseg.runtime import distributed
+from jaxseg.runtime import executable_cache
 from jaxseg.runtime import health as health_lib
 from jaxseg.runtime import mesh as mesh_lib
 from jaxseg.runtime import preemption as preemption_lib
@@ -100,6 +101,19 @@ def make_loss(config: ml_collections.ConfigDict, num_classes: int, rlx_off: bool
   # loss.class_weights: counted once over the training labels, then read from the JSON cache.
   class_weights = class_frequency.class_weights_for_config(config, num_classes)
   return losses.make_loss_fn(loss_cfg, class_weights=class_weights)
+
+
+def train_step_description(config: ml_collections.ConfigDict, num_classes: int, rlx_off: bool,
+                           total_steps: int, clock: optimizer_lib.EpochClock, mesh
+                           ) -> dict[str, Any]:
+  """Everything the jitted train step closes over, the key of its cached executable: the
+  config (model, loss, optimizer, precision), the class count and weights, the relaxation
+  switch and the schedule's span, and the mesh (runtime/executable_cache.py)."""
+  weights = class_frequency.class_weights_for_config(config, num_classes)
+  return {"config": json.loads(config.to_json_best_effort()), "num_classes": int(num_classes),
+          "class_weights": None if weights is None else np.asarray(weights).tolist(),
+          "rlx_off": bool(rlx_off), "total_steps": int(total_steps), "clock": repr(clock),
+          "mesh": repr(mesh)}
 
 
 def _meta(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
@@ -223,7 +237,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             logging.warning("epoch %d: label relaxation %s (loss.rlx_off_epoch=%s); re-jitting",
                             epoch, "off" if rlx_off else "on", config.loss.get("rlx_off_epoch"))
           jitted = fns.make_train_step(make_loss(config, num_classes, rlx_off))
-          train_step = jitted.lower(state, batch, rng).compile()
+          train_step = executable_cache.compile_cached(
+              jitted, state, batch, rng, description=train_step_description(
+                  config, num_classes, rlx_off, total_steps, clock, mesh))
           distributed.barrier("train_step")  # all compiled before the first all-reduce
           start_rlx_off = rlx_off
           if window_steps == 0:  # img/s without the compilation

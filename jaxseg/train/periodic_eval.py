@@ -10,7 +10,8 @@ a second one beside it. `config.train.eval_protocol` picks the settings:
   'config'  exactly config.eval's inference settings (mode, scales, flip, preset, ...), as
             `--mode eval` runs them: e.g. sliding tiles or multi-scale + flip while training.
 
-The engine is built once per run (its jitted pieces and tile plans are cached on it); the live
+The engine is built once per run (its jitted pieces and tile plans are cached on it: at the
+start for 'config', at the first evaluation for 'whole'); the live
 variables (`TrainState.model_vars()`: the EMA when on) are passed to each evaluation.
 
 A run evaluates the classes it trains (config.data's eval split): `config.eval.taxonomy`, which
@@ -90,11 +91,21 @@ class PeriodicEval:
     self.workdir = pathlib.Path(workdir)
     self.protocol = eval_protocol(config)
     self.settings = inference_settings(config)
-    self.engine = engine if engine is not None else build_engine(config, info, mesh,
-                                                                 self.settings)
+    self._engine = engine
+    if self._engine is None and self.protocol == "config":
+      self._engine = build_engine(config, info, mesh, self.settings)  # the user's settings:
+      # checked against the model (e.g. mode='pooling' needs an ASPP) before any step
     if jax.process_index() == 0:
       logging.info("periodic evaluation: train.eval_protocol=%s, %s", self.protocol,
                    self.settings)
+
+  @property
+  def engine(self) -> Engine:
+    """The engine, built at the first evaluation for 'whole' (fixed, always valid settings):
+    a run's start does not wait for it."""
+    if self._engine is None:
+      self._engine = build_engine(self.config, self.info, self.mesh, self.settings)
+    return self._engine
 
   def evaluate(self, model_vars: dict[str, Any], step: int,
                writer: tensorboard.SummaryWriter | None) -> dict[str, Any]:

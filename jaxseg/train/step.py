@@ -202,21 +202,22 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   accum = grad_accum_steps(config)
   decay = ema_decay(config)
 
+  layouts = []  # the model's graph, kept from the abstract pass below: one build fewer
+
   def host_init() -> TrainState:
     model = registry.from_config(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups)
-    _, params, stats = variables.split_model(model)
+    graph, params, stats = variables.split_model(model)
+    layouts.append(graph)
     ema = {"params": dict(params), "batch_stats": dict(stats)} if decay > 0 else {}
     return TrainState(step=jnp.asarray(0, jnp.int32), params=params, batch_stats=stats,
                       opt_state=tx.init(params),
                       loss_scale=precision_lib.initial_loss_scale(scale_cfg),
                       health=health_lib.initial_counters(), ema=ema)
 
-  abstract_model = nnx.eval_shape(
-      lambda: registry.from_config(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups))
-  layout, _, _ = variables.split_model(abstract_model)
+  abstract_state = jax.eval_shape(host_init)
+  layout = layouts[0]
   replicated = mesh_lib.replicated(mesh)
   batched = mesh_lib.batch_sharding(mesh)
-  abstract_state = jax.eval_shape(host_init)
   # Parameters and optimizer state follow the FSDP size rule (replicated without an `fsdp`
   # axis); BN statistics and counters are small and replicated.
   state_sharding = jax.tree.map(lambda _: replicated, abstract_state).replace(
