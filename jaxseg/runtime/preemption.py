@@ -6,10 +6,11 @@ so both stop the same way.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from absl import logging
 import jax
@@ -111,3 +112,24 @@ def no_space_exit(err: checkpoint_lib.NoSpaceError,
   resume = (f"run the same command to resume from step {committed[-1]}" if committed
             else "nothing was committed yet")
   return SystemExit(f"error: {err}; free some space, then {resume}")
+
+
+@contextlib.contextmanager
+def closing_run(ckpt: checkpoint_lib.CheckpointManager, preemption: Preemption,
+                *resources: Any) -> Iterator[None]:
+  """The end of a training loop, however it ends: closes `resources` (a progress bar, a
+  loader, a writer; None is skipped) in order, then the checkpoint manager (which waits for a
+  save in flight), then restores the signal handlers; a full disk becomes no_space_exit."""
+  try:
+    try:
+      yield
+    finally:
+      for resource in resources:
+        if resource is not None:
+          resource.close()
+      try:
+        ckpt.close()
+      finally:
+        preemption.restore()
+  except checkpoint_lib.NoSpaceError as err:
+    raise no_space_exit(err, ckpt) from None

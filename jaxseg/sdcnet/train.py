@@ -334,40 +334,28 @@ def train_sdcnet(config: ml_collections.ConfigDict, workdir: str) -> dict[str, A
                   disable=not (is_main and config.progress_bar), dynamic_ncols=True)
   tick = time.perf_counter()
   done, stopped = start, None
-  try:
-    try:
-      for step in range(start, stop):
-        batch = mesh_lib.shard_batch(loader.batch(step), mesh)
-        done = step + 1
-        params, opt_state, counters, losses = train_step(params, opt_state, buffers,
-                                                         flownet_state, batch, counters, done)
-        bar.update(1)
-        if done % t.log_every == 0 or done == stop:
-          scalars = {k: float(v) for k, v in jax.device_get(losses).items() if k != "finite"}
-          health.check(counters, done, last_saved, scalars["tot"])
-          scalars["lr"] = float(schedule(step))
-          scalars["step_time_s"] = (time.perf_counter() - tick) / max(1, done - start)
-          history.append(dict(scalars, step=done))
-          bar.set_postfix(loss=f"{scalars['tot']:.4f}", lr=f"{scalars['lr']:.1e}")
-          if writer:
-            writer.scalars({f"train/{k}": v for k, v in scalars.items()}, done)
-        preempted = preemption.should_stop(done)
-        if done % t.checkpoint_every == 0 or done == stop or preempted:
-          save(done)
-        if preempted:
-          stopped = preemption.reason
-          break
-    finally:
-      bar.close()
-      loader.close()
-      if writer:
-        writer.close()
-      try:
-        ckpt.close()
-      finally:
-        preemption.restore()
-  except ckpt_lib.NoSpaceError as err:
-    raise preemption_lib.no_space_exit(err, ckpt) from None
+  with preemption_lib.closing_run(ckpt, preemption, bar, loader, writer):
+    for step in range(start, stop):
+      batch = mesh_lib.shard_batch(loader.batch(step), mesh)
+      done = step + 1
+      params, opt_state, counters, losses = train_step(params, opt_state, buffers,
+                                                       flownet_state, batch, counters, done)
+      bar.update(1)
+      if done % t.log_every == 0 or done == stop:
+        scalars = {k: float(v) for k, v in jax.device_get(losses).items() if k != "finite"}
+        health.check(counters, done, last_saved, scalars["tot"])
+        scalars["lr"] = float(schedule(step))
+        scalars["step_time_s"] = (time.perf_counter() - tick) / max(1, done - start)
+        history.append(dict(scalars, step=done))
+        bar.set_postfix(loss=f"{scalars['tot']:.4f}", lr=f"{scalars['lr']:.1e}")
+        if writer:
+          writer.scalars({f"train/{k}": v for k, v in scalars.items()}, done)
+      preempted = preemption.should_stop(done)
+      if done % t.checkpoint_every == 0 or done == stop or preempted:
+        save(done)
+      if preempted:
+        stopped = preemption.reason
+        break
   if stopped:  # a Ctrl-C exits with status 130 here
     preemption_lib.report_stop(done, stopped, ckpt.directory)
   elif t.stop_at_step > 0 and done == t.stop_at_step < total:

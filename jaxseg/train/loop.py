@@ -226,67 +226,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   window_start, window_steps = time.perf_counter(), 0
   train_step = None
   stopped = None
-  try:
-    try:
-      for step in range(start + 1, total_steps + 1):
-        epoch = clock.epoch_of(step - 1)
-        rlx_off = rlx_off_at(config, epoch)
-        batch = mesh_lib.shard_batch(next(train_iter), mesh)
-        if train_step is None or rlx_off != start_rlx_off:
-          if train_step is not None and is_main:
-            logging.warning("epoch %d: label relaxation %s (loss.rlx_off_epoch=%s); re-jitting",
-                            epoch, "off" if rlx_off else "on", config.loss.get("rlx_off_epoch"))
-          jitted = fns.make_train_step(make_loss(config, num_classes, rlx_off))
-          train_step = executable_cache.compile_cached(
-              jitted, state, batch, rng, description=train_step_description(
-                  config, num_classes, rlx_off, total_steps, clock, mesh))
-          distributed.barrier("train_step")  # all compiled before the first all-reduce
-          start_rlx_off = rlx_off
-          if window_steps == 0:  # img/s without the compilation
-            window_start = time.perf_counter()
-        state, step_metrics = train_step(state, batch, rng)
-        window_steps += 1
-        bar.update(1)
-        if _every(step, config.train.log_every) or step == total_steps:
-          step_metrics = jax.device_get(step_metrics)
-          elapsed = time.perf_counter() - window_start
-          step_time = elapsed / window_steps
-          scalars = {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0}
-          health.check(state, step, last_saved, scalars["loss"])
-          scalars.update({"lr": float(schedule(step - 1)), "step_time_s": step_time,
-                          "img_per_s": batch_size / step_time, "epoch": float(epoch)})
-          scalars.update(device_memory_scalars())
-          if writer:
-            writer.scalars({f"train/{k}": v for k, v in scalars.items() if k != "finite"}, step)
-          bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}",
-                          img_s=f"{scalars['img_per_s']:.1f}")
-          logging.info("step %d/%d (epoch %d) loss %.4f lr %.3e %.1f img/s", step, total_steps,
-                       epoch, scalars["loss"], scalars["lr"], scalars["img_per_s"])
-          window_start, window_steps = time.perf_counter(), 0
-        epoch_end = step == clock.first_step(epoch + 1)
-        eval_metrics = None
-        if (_every(step, config.train.eval_every) or step == total_steps or
-            (eval_every_epochs > 0 and epoch_end and (epoch + 1) % eval_every_epochs == 0)):
-          last_eval = evaluator.evaluate(state.model_vars(), step, writer)
-          eval_metrics = {"miou": last_eval["miou"]}
-        preempted = preemption.should_stop(step)
-        stop_here = preempted or step == config.train.stop_at_step
-        if (_every(step, config.train.checkpoint_every) or step == total_steps or stop_here or
-            eval_metrics is not None):
-          save(step, eval_metrics, force=stop_here)
-        if stop_here:
-          stopped = (step, preemption.reason if preempted else "train.stop_at_step")
-          break
-    finally:
-      bar.close()
-      if writer:
-        writer.close()
-      try:
-        ckpt.close()
-      finally:
-        preemption.restore()
-  except checkpoint_lib.NoSpaceError as err:
-    raise preemption_lib.no_space_exit(err, ckpt) from None
+  with preemption_lib.closing_run(ckpt, preemption, bar, writer):
+    for step in range(start + 1, total_steps + 1):
+      epoch = clock.epoch_of(step - 1)
+      rlx_off = rlx_off_at(config, epoch)
+      batch = mesh_lib.shard_batch(next(train_iter), mesh)
+      if train_step is None or rlx_off != start_rlx_off:
+        if train_step is not None and is_main:
+          logging.warning("epoch %d: label relaxation %s (loss.rlx_off_epoch=%s); re-jitting",
+                          epoch, "off" if rlx_off else "on", config.loss.get("rlx_off_epoch"))
+        jitted = fns.make_train_step(make_loss(config, num_classes, rlx_off))
+        train_step = executable_cache.compile_cached(
+            jitted, state, batch, rng, description=train_step_description(
+                config, num_classes, rlx_off, total_steps, clock, mesh))
+        distributed.barrier("train_step")  # all compiled before the first all-reduce
+        start_rlx_off = rlx_off
+        if window_steps == 0:  # img/s without the compilation
+          window_start = time.perf_counter()
+      state, step_metrics = train_step(state, batch, rng)
+      window_steps += 1
+      bar.update(1)
+      if _every(step, config.train.log_every) or step == total_steps:
+        step_metrics = jax.device_get(step_metrics)
+        elapsed = time.perf_counter() - window_start
+        step_time = elapsed / window_steps
+        scalars = {k: float(v) for k, v in step_metrics.items() if np.ndim(v) == 0}
+        health.check(state, step, last_saved, scalars["loss"])
+        scalars.update({"lr": float(schedule(step - 1)), "step_time_s": step_time,
+                        "img_per_s": batch_size / step_time, "epoch": float(epoch)})
+        scalars.update(device_memory_scalars())
+        if writer:
+          writer.scalars({f"train/{k}": v for k, v in scalars.items() if k != "finite"}, step)
+        bar.set_postfix(loss=f"{scalars['loss']:.4f}", lr=f"{scalars['lr']:.2e}",
+                        img_s=f"{scalars['img_per_s']:.1f}")
+        logging.info("step %d/%d (epoch %d) loss %.4f lr %.3e %.1f img/s", step, total_steps,
+                     epoch, scalars["loss"], scalars["lr"], scalars["img_per_s"])
+        window_start, window_steps = time.perf_counter(), 0
+      epoch_end = step == clock.first_step(epoch + 1)
+      eval_metrics = None
+      if (_every(step, config.train.eval_every) or step == total_steps or
+          (eval_every_epochs > 0 and epoch_end and (epoch + 1) % eval_every_epochs == 0)):
+        last_eval = evaluator.evaluate(state.model_vars(), step, writer)
+        eval_metrics = {"miou": last_eval["miou"]}
+      preempted = preemption.should_stop(step)
+      stop_here = preempted or step == config.train.stop_at_step
+      if (_every(step, config.train.checkpoint_every) or step == total_steps or stop_here or
+          eval_metrics is not None):
+        save(step, eval_metrics, force=stop_here)
+      if stop_here:
+        stopped = (step, preemption.reason if preempted else "train.stop_at_step")
+        break
   if stopped:  # a Ctrl-C exits with status 130 here
     preemption_lib.report_stop(stopped[0], stopped[1], ckpt.directory)
   if config.eval.write_predictions and last_eval:  # every process runs the sharded engine
