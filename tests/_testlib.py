@@ -1,9 +1,11 @@
 """Shared test helpers: loading configs/scripts by path, the tiny demo configuration, fast
 XLA:CPU compiles of one-off programs and a few real CamVid training steps."""
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
 import pathlib
+import signal
 import struct
 import zlib
 
@@ -199,3 +201,27 @@ def write_palette_png(path, indices, palette):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "wb") as f:
     f.write(data)
+
+
+@contextlib.contextmanager
+def no_keyboard_interrupt():
+  """A Ctrl-C that escapes the handler under test fails the test instead of ending the pytest
+  session."""
+  import pytest  # imported here: conftest imports this module first
+  try:
+    yield
+  except KeyboardInterrupt:
+    pytest.fail("SIGINT raised KeyboardInterrupt instead of being handled")
+
+
+def sigint_on_call(n: int, function):
+  """`function`, sending this process SIGINT (a Ctrl-C) at its n-th call (e.g. the n-th
+  training step's shard_batch)."""
+  calls = []
+
+  def wrapped(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == n:
+      os.kill(os.getpid(), signal.SIGINT)
+    return function(*args, **kwargs)
+  return wrapped

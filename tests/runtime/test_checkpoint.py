@@ -7,6 +7,8 @@ import re
 import signal
 from unittest import mock
 
+from _testlib import no_keyboard_interrupt
+from _testlib import sigint_on_call
 from _testlib import tiny_demo_config
 import flax.nnx as nnx
 import numpy as np
@@ -213,32 +215,15 @@ def test_damaged_checkpoints_eval_names_them_resume_falls_back_full_disk_exits(t
 
 
 # ---------------------------------------------------------------------------------- Ctrl-C --
-@contextlib.contextmanager
-def _no_keyboard_interrupt():
-  """A Ctrl-C that escapes the trainer fails the test instead of ending the pytest session."""
-  try:
-    yield
-  except KeyboardInterrupt:
-    pytest.fail("SIGINT raised KeyboardInterrupt instead of being handled")
-
-
 @pytest.mark.slow  # one tiny training run: ~15 s of CPU (tracing the step)
 def test_ctrl_c_saves_the_current_step_and_exits_130(tmp_path, caplog):
   config = _config(6)
   config.train.checkpoint_every = 100  # only the interrupt saves
-  real_shard = mesh_lib.shard_batch
-  calls = []
-
-  def interrupt_at_step_2(batch, mesh):
-    calls.append(1)
-    if len(calls) == 2:
-      os.kill(os.getpid(), signal.SIGINT)
-    return real_shard(batch, mesh)
-
   previous = signal.getsignal(signal.SIGINT)
-  with mock.patch.object(trainer.mesh_lib, "shard_batch", interrupt_at_step_2):
+  with mock.patch.object(trainer.mesh_lib, "shard_batch",
+                         sigint_on_call(2, mesh_lib.shard_batch)):
     with caplog.at_level(logging.WARNING), pytest.raises(SystemExit) as exit_info:
-      with _no_keyboard_interrupt():
+      with no_keyboard_interrupt():
         _train(config, tmp_path)
   assert exit_info.value.code == 130
   assert _on_disk(tmp_path / "checkpoints") == [2]

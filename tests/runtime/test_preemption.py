@@ -6,20 +6,12 @@ import os
 import signal
 from unittest import mock
 
+from _testlib import no_keyboard_interrupt
 import numpy as np
 import pytest
 
 from jaxseg.runtime import checkpoint as checkpoint_lib
 from jaxseg.runtime import preemption as preemption_lib
-
-
-@contextlib.contextmanager
-def _no_keyboard_interrupt():
-  """A Ctrl-C that escapes the handler fails the test instead of ending the pytest session."""
-  try:
-    yield
-  except KeyboardInterrupt:
-    pytest.fail("SIGINT raised KeyboardInterrupt instead of being handled")
 
 
 def test_sigterm_sets_the_flag_and_restore_puts_the_handlers_back():
@@ -40,7 +32,7 @@ def test_second_ctrl_c_exits_at_once_without_saving(caplog):
     preemption = preemption_lib.Preemption(
         1, where=lambda: "the last committed checkpoint is step 7")
     try:
-      with caplog.at_level(logging.WARNING), _no_keyboard_interrupt():
+      with caplog.at_level(logging.WARNING), no_keyboard_interrupt():
         os.kill(os.getpid(), signal.SIGINT)
         assert preemption.requested and preemption.reason == "SIGINT" and not exits
         os.kill(os.getpid(), signal.SIGINT)

@@ -17,7 +17,9 @@ from unittest import mock
 
 from _testlib import ROOT
 from _testlib import load_config
+from _testlib import no_keyboard_interrupt
 from _testlib import read_checkpoint_params
+from _testlib import sigint_on_call
 from _testlib import subprocess_env
 import jax
 import numpy as np
@@ -97,22 +99,11 @@ def test_sigterm_saves_the_current_step_and_a_rerun_resumes_from_it(shared_data,
 def test_ctrl_c_saves_then_resume_falls_back_from_a_damaged_step(shared_data, tmp_path, caplog):
   caplog.set_level(logging.WARNING)
   ckpt = tmp_path / "checkpoints"
-  real_shard = train.mesh_lib.shard_batch
-  calls = []
-
-  def interrupt_at_step_3(batch, mesh):
-    calls.append(1)
-    if len(calls) == 3:
-      os.kill(os.getpid(), signal.SIGINT)
-    return real_shard(batch, mesh)
-
   previous = signal.getsignal(signal.SIGINT)
-  with mock.patch.object(train.mesh_lib, "shard_batch", interrupt_at_step_3):
-    with pytest.raises(SystemExit) as exit_info:
-      try:
-        train.train_sdcnet(_config(shared_data, **{"train.num_steps": 10}), str(tmp_path))
-      except KeyboardInterrupt:
-        pytest.fail("SIGINT raised KeyboardInterrupt instead of being handled")
+  with mock.patch.object(train.mesh_lib, "shard_batch",
+                         sigint_on_call(3, train.mesh_lib.shard_batch)):
+    with pytest.raises(SystemExit) as exit_info, no_keyboard_interrupt():
+      train.train_sdcnet(_config(shared_data, **{"train.num_steps": 10}), str(tmp_path))
   assert exit_info.value.code == 130
   assert signal.getsignal(signal.SIGINT) is previous
   assert re.search(r"stopping at step 3 \(SIGINT\); checkpoint 3 is saved under", caplog.text)
