@@ -10,7 +10,9 @@ executable itself (`jax.experimental.serialize_executable`):
   - the code: a digest of every jaxseg source file, and the jax / jaxlib versions, the
     devices, the JAXSEG_ / JAX_ / XLA_ environment and the jax settings that change a trace.
 A key that misses any of these would load a stale program, so anything a caller cannot describe
-must not go through here. A file that fails to load is compiled afresh and replaced.
+must not go through here. A file that fails to load is compiled afresh and replaced. A file is
+named `<program key>-<arguments key>`: a start that knows the description early `prefetch`es
+its program in the background before it has the arguments.
 
 Why our own code: JAX offers the serialisation but no cache around it. The files live in an
 `executables/` folder inside the compile-cache folder and follow its on/off switch
@@ -22,6 +24,7 @@ that no key can see) except where it is the subject.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -30,11 +33,13 @@ import os
 import pathlib
 import pickle
 import re
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterator
 
 from absl import logging
 import jax
 from jax.experimental import serialize_executable
+from jax.experimental.compilation_cache import compilation_cache as jax_compilation_cache
 
 from jaxseg.runtime import files
 
@@ -44,9 +49,6 @@ _ENV_PREFIXES = ("JAXSEG_", "JAX_", "XLA_")  # kernel switches, XLA_FLAGS, jax s
 # Programs calling jaxseg's native CPU kernels are not stored: their custom-call targets are
 # registered while tracing (kernels/native.py), which a loaded program would skip.
 _NATIVE_TARGET = re.compile(r'custom_call_target="jaxseg_')
-# XLA:CPU (jaxlib 0.10) writes programs compiled with the classic emitters without some of their
-# functions: loaded, they fail with "NOT_FOUND: Function transpose_copy_fusion... not found".
-_UNSERIALIZABLE_FLAGS = ("xla_cpu_use_fusion_emitters=false",)
 _TRACE_SETTINGS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_promotion",
                    "jax_default_prng_impl", "jax_threefry_partitionable")
 
@@ -70,19 +72,34 @@ def _arg_spec(leaf: Any) -> str:
   return f"{tuple(shape)}:{dtype}:{sharding}"
 
 
-def cache_key(description: Any, args: tuple[Any, ...]) -> str:
-  """The hex key of a program made from `description` (JSON-able) and called with `args`."""
-  leaves, treedef = jax.tree.flatten(args)
+def program_key(description: Any) -> str:
+  """The hex key of what a program is made from: `description` (JSON-able), the code, the
+  jax / jaxlib versions, the devices, the environment and the jax settings."""
   devices = [f"{d.platform}:{d.device_kind}:{d.id}" for d in jax.devices()]
   settings = {name: str(getattr(jax.config, name, None)) for name in _TRACE_SETTINGS}
-  record = {"description": description, "args": [_arg_spec(x) for x in leaves],
-            "tree": str(treedef), "jax": jax.__version__,
-            "jaxlib": importlib.metadata.version("jaxlib"),
-            "devices": devices,
+  record = {"description": description, "jax": jax.__version__,
+            "jaxlib": importlib.metadata.version("jaxlib"), "devices": devices,
             "environment": {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)},
             "settings": settings, "source": source_digest()}
+  return _digest(record)
+
+
+def args_key(args: tuple[Any, ...]) -> str:
+  """The hex key of the arguments' shapes, dtypes, shardings and tree structure."""
+  leaves, treedef = jax.tree.flatten(args)
+  return _digest({"args": [_arg_spec(x) for x in leaves], "tree": str(treedef)})
+
+
+def cache_key(description: Any, args: tuple[Any, ...]) -> str:
+  """The file stem of a program made from `description` and called with `args`: the program
+  key first, so that a start can find (and begin loading) its program before it has the
+  arguments (`prefetch`)."""
+  return f"{program_key(description)}-{args_key(args)}"
+
+
+def _digest(record: dict[str, Any]) -> str:
   text = json.dumps(record, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:40]
+  return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def folder_of(compile_cache_dir: str | os.PathLike | None) -> pathlib.Path | None:
@@ -103,30 +120,87 @@ def current_folder() -> pathlib.Path | None:
   return folder_of(jax.config.jax_compilation_cache_dir or None)
 
 
+def _usable_folder(folder: pathlib.Path | None) -> pathlib.Path | None:
+  """`folder` (default: current_folder()), or None where programs must not be stored."""
+  folder = current_folder() if folder is None else folder
+  return None if folder is None or jax.process_count() > 1 else folder
+
+
+def _load(path: pathlib.Path, devices: dict[int, Any]) -> Callable[..., Any]:
+  payload, in_tree, out_tree, device_ids = pickle.loads(path.read_bytes())
+  return serialize_executable.deserialize_and_load(
+      payload, in_tree, out_tree, execution_devices=[devices[i] for i in device_ids])
+
+
+class Prefetch:
+  """The newest stored program of a description, loading in a background thread.
+
+  Loading a program is native work that releases the GIL (0.5-0.7 s for the demo's train step
+  on a 2-core CPU), so a start that prefetches as soon as it knows the description overlaps the
+  load with building the state and reading the first batch. `compile_cached` takes the result
+  only if the file is the one the arguments ask for.
+  """
+
+  def __init__(self, path: pathlib.Path):
+    self.path = path
+    self._result: Callable[..., Any] | Exception | None = None
+    devices = {d.id: d for d in jax.devices()}
+    self._thread = threading.Thread(target=self._run, args=(devices,), daemon=True,
+                                    name="jaxseg-executable-prefetch")
+    self._thread.start()
+
+  def _run(self, devices: dict[int, Any]) -> None:
+    try:
+      self._result = _load(self.path, devices)
+    except Exception as err:  # pylint: disable=broad-except  (reported by result())
+      self._result = err
+
+  def result(self) -> Callable[..., Any]:
+    """The loaded program; raises what loading raised."""
+    self._thread.join()
+    if isinstance(self._result, Exception):
+      raise self._result
+    return self._result
+
+
+def prefetch(description: Any, folder: pathlib.Path | None = None) -> Prefetch | None:
+  """Starts loading the newest stored program made from `description`; None if there is none
+  (or the cache is off). Pass the result to `compile_cached`."""
+  folder = _usable_folder(folder)
+  if folder is None:
+    return None
+  stored = sorted(folder.glob(f"{program_key(description)}-*{_SUFFIX}"),
+                  key=_mtime, reverse=True)
+  return Prefetch(stored[0]) if stored else None
+
+
 def compile_cached(jitted: Callable[..., Any], *args: Any, description: Any,
-                   folder: pathlib.Path | None = None) -> Callable[..., Any]:
+                   folder: pathlib.Path | None = None,
+                   prefetched: Prefetch | None = None) -> Callable[..., Any]:
   """`jitted.lower(*args).compile()`, loaded from / stored in the cache folder when one is on.
 
   `description` must name everything the function closes over (see the module docstring).
+  `prefetched` (from `prefetch(description)`) is used when it loaded this very program.
+  The function must be new to this process (jax would hand back its earlier compilation,
+  which may come from the persistent cache: see `_fresh_compile`); the loops build theirs.
   """
-  folder = current_folder() if folder is None else folder
-  flags = os.environ.get("XLA_FLAGS", "").lower()
-  if (folder is None or jax.process_count() > 1
-      or any(flag in flags for flag in _UNSERIALIZABLE_FLAGS)):
+  folder = _usable_folder(folder)
+  if folder is None:
     return jitted.lower(*args).compile()
   path = folder / f"{cache_key(description, args)}{_SUFFIX}"
   if path.exists():
     try:
-      payload, in_tree, out_tree, device_ids = pickle.loads(path.read_bytes())
-      by_id = {d.id: d for d in jax.devices()}
-      compiled = serialize_executable.deserialize_and_load(
-          payload, in_tree, out_tree, execution_devices=[by_id[i] for i in device_ids])
+      if prefetched is not None and prefetched.path == path:
+        compiled = prefetched.result()
+      else:
+        compiled = _load(path, {d.id: d for d in jax.devices()})
       os.utime(path)  # newest use: kept longest
       logging.info("loaded the compiled program from %s", path)
       return compiled
     except Exception as err:  # pylint: disable=broad-except  (any damage: compile instead)
       logging.warning("compiling afresh: cannot load %s (%s: %s)", path, type(err).__name__, err)
-  compiled = jitted.lower(*args).compile()
+  with _fresh_compile():
+    compiled = jitted.lower(*args).compile()
   try:
     if _NATIVE_TARGET.search(compiled.as_text() or ""):
       logging.info("not caching the compiled program: it calls jaxseg's native CPU kernels")
@@ -143,7 +217,32 @@ def compile_cached(jitted: Callable[..., Any], *args: Any, description: Any,
   return compiled
 
 
+@contextlib.contextmanager
+def _fresh_compile() -> Iterator[None]:
+  """JAX's persistent cache off for one compile. A program that XLA:CPU loaded from there
+  serialises without some of its functions (jaxlib 0.10 and 0.11: the copy, loaded and run,
+  fails with "Function <a fusion> not found"), so what is stored here must be
+  compiled here. The persistent cache then does not hold this program: this cache does."""
+  if not jax.config.jax_enable_compilation_cache:
+    yield
+    return
+  jax.config.update("jax_enable_compilation_cache", False)
+  jax_compilation_cache.reset_cache()  # it remembers whether it is on
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax_compilation_cache.reset_cache()
+
+
+def _mtime(path: pathlib.Path) -> float:
+  try:
+    return path.stat().st_mtime
+  except OSError:  # removed by another run's pruning meanwhile
+    return 0.0
+
+
 def _prune(folder: pathlib.Path) -> None:
-  stored = sorted(folder.glob(f"*{_SUFFIX}"), key=lambda p: p.stat().st_mtime, reverse=True)
+  stored = sorted(folder.glob(f"*{_SUFFIX}"), key=_mtime, reverse=True)
   for old in stored[KEEP:]:
     old.unlink(missing_ok=True)

@@ -179,6 +179,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   total_steps = total_train_steps(config, clock, batch_size)
   tx, schedule = optimizer_lib.create_optimizer(config, total_steps, clock)
   start_rlx_off = None  # the loss is built for the epoch the run (re)starts in
+  # A stored train step loads in the background while the state and first batch are made.
+  prefetched = executable_cache.prefetch(train_step_description(
+      config, num_classes, rlx_off_at(config, 0), total_steps, clock, mesh))
   fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=num_classes, tx=tx,
                                        loss_fn=None)
   state = fns.init()
@@ -236,9 +239,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           logging.warning("epoch %d: label relaxation %s (loss.rlx_off_epoch=%s); re-jitting",
                           epoch, "off" if rlx_off else "on", config.loss.get("rlx_off_epoch"))
         jitted = fns.make_train_step(make_loss(config, num_classes, rlx_off))
+        compile_start = time.perf_counter()
         train_step = executable_cache.compile_cached(
             jitted, state, batch, rng, description=train_step_description(
-                config, num_classes, rlx_off, total_steps, clock, mesh))
+                config, num_classes, rlx_off, total_steps, clock, mesh), prefetched=prefetched)
+        prefetched = None
+        if is_main:
+          logging.info("train step ready in %.1f s", time.perf_counter() - compile_start)
         distributed.barrier("train_step")  # all compiled before the first all-reduce
         start_rlx_off = rlx_off
         if window_steps == 0:  # img/s without the compilation

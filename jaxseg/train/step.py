@@ -17,6 +17,7 @@ init_from read) use it, while `train_vars()` carries the online weights (`online
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.nnx as nnx
@@ -135,14 +136,39 @@ class StepFunctions:
   """Everything compiled for one run: the model layout, the state shardings, the train step.
 
   `make_train_step(loss_fn)` jits a train step for another loss (e.g. label relaxation
-  switching off at `loss.rlx_off_epoch`) with the same shardings.
+  switching off at `loss.rlx_off_epoch`) with the same shardings. The layout, shardings and
+  shapes come from the first state `init()` builds, or, asked for before any, from an abstract
+  build (`jax.eval_shape`): a run that starts with `init()` builds its model once.
   """
-  layout: variables.ModelLayout
-  state_sharding: Any
-  abstract_state: TrainState  # shapes and dtypes (jax.ShapeDtypeStruct leaves)
   init: Callable[[], TrainState]
-  train_step: TrainStepFn
-  make_train_step: Callable[[LossFn], TrainStepFn]
+  make_train_step: Callable[[LossFn | None], TrainStepFn]
+  _structure: Callable[[], "_Structure"]
+  _loss_fn: LossFn | None
+
+  @property
+  def layout(self) -> variables.ModelLayout:
+    return self._structure().layout
+
+  @property
+  def state_sharding(self) -> Any:
+    return self._structure().state_sharding
+
+  @property
+  def abstract_state(self) -> TrainState:
+    """Shapes and dtypes (jax.ShapeDtypeStruct leaves)."""
+    return self._structure().abstract_state
+
+  @functools.cached_property
+  def train_step(self) -> TrainStepFn:
+    """The train step of the loss given to create_step_functions."""
+    return self.make_train_step(self._loss_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Structure:
+  layout: variables.ModelLayout
+  abstract_state: TrainState
+  state_sharding: Any
 
 
 def _place(tree: Any, shardings: Any) -> Any:
@@ -202,7 +228,7 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
   accum = grad_accum_steps(config)
   decay = ema_decay(config)
 
-  layouts = []  # the model's graph, kept from the abstract pass below: one build fewer
+  layouts = []  # the model's graph, from the first build (abstract or concrete)
 
   def host_init() -> TrainState:
     model = registry.from_config(config, num_classes, rngs=nnx.Rngs(seed), bn_groups=bn_groups)
@@ -214,25 +240,38 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
                       loss_scale=precision_lib.initial_loss_scale(scale_cfg),
                       health=health_lib.initial_counters(), ema=ema)
 
-  abstract_state = jax.eval_shape(host_init)
-  layout = layouts[0]
   replicated = mesh_lib.replicated(mesh)
   batched = mesh_lib.batch_sharding(mesh)
-  # Parameters and optimizer state follow the FSDP size rule (replicated without an `fsdp`
-  # axis); BN statistics and counters are small and replicated.
-  state_sharding = jax.tree.map(lambda _: replicated, abstract_state).replace(
-      params=mesh_lib.tree_shardings(abstract_state.params, mesh, fsdp_min_size),
-      opt_state=mesh_lib.tree_shardings(abstract_state.opt_state, mesh, fsdp_min_size))
-  if decay > 0:  # the averaged parameters are sharded as the parameters are
-    state_sharding = state_sharding.replace(ema=dict(
-        state_sharding.ema,
-        params=mesh_lib.tree_shardings(abstract_state.ema["params"], mesh, fsdp_min_size)))
+  structures: list[_Structure] = []
+
+  def structure(built: TrainState | None = None) -> _Structure:
+    """The layout and shardings, from `built` (a host state) or else an abstract build."""
+    if not structures:
+      abstract_state = (jax.eval_shape(host_init) if built is None else
+                        jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), built))
+      # Parameters and optimizer state follow the FSDP size rule (replicated without an
+      # `fsdp` axis); BN statistics and counters are small and replicated.
+      state_sharding = jax.tree.map(lambda _: replicated, abstract_state).replace(
+          params=mesh_lib.tree_shardings(abstract_state.params, mesh, fsdp_min_size),
+          opt_state=mesh_lib.tree_shardings(abstract_state.opt_state, mesh, fsdp_min_size))
+      if decay > 0:  # the averaged parameters are sharded as the parameters are
+        state_sharding = state_sharding.replace(ema=dict(
+            state_sharding.ema,
+            params=mesh_lib.tree_shardings(abstract_state.ema["params"], mesh, fsdp_min_size)))
+      structures.append(_Structure(layouts[0], abstract_state, state_sharding))
+    return structures[0]
+
+  def init() -> TrainState:
+    built = host_init()
+    return _place(built, structure(built).state_sharding)
+
   # Micro-batches (k, B, ...) keep the batch split on their second axis.
   micro_sharding = NamedSharding(mesh, P(None, *batched.spec))
 
   aux_heads = tuple(registry.get_spec(config.model.name).aux_heads)
 
   def train_step_for(loss_fn: LossFn | None):
+    layout, state_sharding = structure().layout, structure().state_sharding
     if loss_fn is None:
       loss_fn = lambda logits, labels: (jnp.zeros((), jnp.float32), {})
     aux_weight, aux_loss_fn = _aux_loss_of(loss_fn, config.model.name, aux_heads)
@@ -324,11 +363,5 @@ def create_step_functions(config: ml_collections.ConfigDict, *, mesh: Mesh, num_
     return jax.jit(train_step, in_shardings=(state_sharding, batched, replicated),
                    out_shardings=(state_sharding, replicated), donate_argnums=0)
 
-  return StepFunctions(
-      layout=layout,
-      state_sharding=state_sharding,
-      abstract_state=abstract_state,
-      init=lambda: _place(host_init(), state_sharding),
-      train_step=train_step_for(loss_fn),
-      make_train_step=train_step_for,
-  )
+  return StepFunctions(init=init, make_train_step=train_step_for, _structure=structure,
+                       _loss_fn=loss_fn)

@@ -30,13 +30,6 @@ def _counting_step(traces: list[int]):
   return step
 
 
-@pytest.fixture(autouse=True)
-def _serialisable_flags(monkeypatch: pytest.MonkeyPatch):
-  """The suite's XLA_FLAGS name the classic CPU emitters, which the cache refuses; these small
-  programs serialise under them, so the unit tests hide the flags from the cache."""
-  monkeypatch.setenv("XLA_FLAGS", "")
-
-
 def _args(rows: int = 4):
   return _State(w=jnp.ones((3,)), n=jnp.zeros((), jnp.int32)), jnp.arange(rows * 2.0)
 
@@ -100,14 +93,28 @@ def test_off_without_a_folder(tmp_path: pathlib.Path, monkeypatch: pytest.Monkey
   assert executable_cache.folder_of(tmp_path) == tmp_path / "executables"
 
 
-def test_not_stored_under_flags_that_break_loading(tmp_path: pathlib.Path,
-                                                   monkeypatch: pytest.MonkeyPatch):
-  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
-  traces: list[int] = []
-  for _ in range(2):
-    executable_cache.compile_cached(jax.jit(_counting_step(traces)), *_args(), description=1,
+def _transposing():
+  """A new function object each call: jax reuses a compiled program per traced function, and a
+  new process (what this cache serves) has traced nothing yet."""
+  return lambda x: jnp.tanh(x.transpose(0, 3, 1, 2) * 3.0).transpose(0, 2, 3, 1).sum(axis=(1, 2))
+
+
+def test_a_program_in_the_persistent_cache_is_stored_runnable(tmp_path: pathlib.Path):
+  """XLA:CPU re-serialises a program it loaded from JAX's persistent cache without some of its
+  functions (running the stored copy failed with "transpose_copy_fusion... not found"): the
+  program stored here is compiled afresh, and the loaded copy runs."""
+  x = jnp.arange(4 * 7 * 5 * 6, dtype=jnp.float32).reshape(4, 7, 5, 6) / 100
+  min_time = jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  try:
+    jax.jit(_transposing()).lower(x).compile()  # now in the suite's persistent cache
+    executable_cache.compile_cached(jax.jit(_transposing()), x, description="t",
                                     folder=tmp_path)
-  assert len(traces) == 2 and not list(tmp_path.glob("*.jaxexe"))
+  finally:
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_time)
+  loaded = executable_cache.compile_cached(jax.jit(_transposing()), x, description="t",
+                                           folder=tmp_path)
+  np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(_transposing()(x)), rtol=1e-6)
 
 
 def test_only_the_newest_are_kept(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
@@ -118,7 +125,6 @@ def test_only_the_newest_are_kept(tmp_path: pathlib.Path, monkeypatch: pytest.Mo
   assert len(list(tmp_path.glob("*.jaxexe"))) == 2
 
 
-
 def test_the_command_line_restarts_from_the_stored_train_step(tmp_path: pathlib.Path):
   """Two identical CLI runs: the second loads the train step (no trace) and trains alike."""
   from _testlib import DEMO_ARGS  # pylint: disable=import-outside-toplevel
@@ -126,9 +132,7 @@ def test_the_command_line_restarts_from_the_stored_train_step(tmp_path: pathlib.
 
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("JAXSEG_EXECUTABLE", "JAX_COMPILATION"))}
-  # Optimisation level 0 as the suite, without the classic emitters (not serialisable).
-  env.update(JAXSEG_COMPILE_CACHE=str(tmp_path / "cc"),
-             XLA_FLAGS="--xla_backend_optimization_level=0")
+  env.update(JAXSEG_COMPILE_CACHE=str(tmp_path / "cc"))
   logs = []
   for run in ("first", "second"):
     out = subprocess.run(
