@@ -225,3 +225,19 @@ def sigint_on_call(n: int, function):
       os.kill(os.getpid(), signal.SIGINT)
     return function(*args, **kwargs)
   return wrapped
+
+
+def disk_full_at_step(step: int):
+  """Patches orbax's CheckpointManager.save to fail with ENOSPC (a full disk) when it writes
+  checkpoint `step`; other steps save as usual. Use as a context manager."""
+  import errno  # pylint: disable=import-outside-toplevel
+  from unittest import mock  # pylint: disable=import-outside-toplevel
+
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel  (imports jax)
+  real_save = ocp.CheckpointManager.save
+
+  def save(self, at_step, *args, **kwargs):
+    if at_step == step:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_save(self, at_step, *args, **kwargs)
+  return mock.patch.object(ocp.CheckpointManager, "save", save)

@@ -1,12 +1,11 @@
 """Checkpoint reliability: retention, damaged checkpoints, run mismatches, full disk, Ctrl-C."""
-import contextlib
 import errno
 import logging
-import os
 import re
 import signal
 from unittest import mock
 
+from _testlib import disk_full_at_step
 from _testlib import no_keyboard_interrupt
 from _testlib import sigint_on_call
 from _testlib import tiny_demo_config
@@ -191,14 +190,7 @@ def test_damaged_checkpoints_eval_names_them_resume_falls_back_full_disk_exits(t
 
   # Resume: steps 3 and 2 are moved aside (never deleted) and training continues from step 1;
   # then the disk fills while writing step 4: one message, a non-zero exit.
-  real_save = ocp.CheckpointManager.save
-
-  def full_at_step_4(self, step, *args, **kwargs):
-    if step == 4:
-      raise OSError(errno.ENOSPC, "No space left on device")
-    return real_save(self, step, *args, **kwargs)
-
-  with mock.patch.object(ocp.CheckpointManager, "save", full_at_step_4):
+  with disk_full_at_step(4):
     with pytest.raises(SystemExit) as exit_info:
       _train(_config(4), tmp_path)
   warnings = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]

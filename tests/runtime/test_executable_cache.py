@@ -7,6 +7,7 @@ import pathlib
 import re
 import subprocess
 import sys
+from unittest import mock
 
 from flax import struct
 import jax
@@ -61,6 +62,41 @@ def test_a_different_program_is_compiled_afresh(tmp_path: pathlib.Path, change: 
   assert len(traces) == 2 and len(list(tmp_path.glob("*.jaxexe"))) == 2
   state, _ = compiled(*args)
   np.testing.assert_allclose(state.w, 2 + float(np.arange(len(args[1]) * 1.0).sum()))
+
+
+def test_a_prefetch_is_used_only_for_its_own_program(tmp_path: pathlib.Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+  """prefetch(description) loads the newest program of that description in the background;
+  compile_cached takes it when the arguments ask for that very file, and compiles otherwise."""
+  traces: list[int] = []
+  assert executable_cache.prefetch({"lr": 0.1}, folder=tmp_path) is None  # nothing stored
+  executable_cache.compile_cached(jax.jit(_counting_step(traces)), *_args(),
+                                  description={"lr": 0.1}, folder=tmp_path)
+  assert executable_cache.prefetch({"lr": 0.2}, folder=tmp_path) is None  # another program
+  prefetched = executable_cache.prefetch({"lr": 0.1}, folder=tmp_path)
+  assert prefetched.path == next(tmp_path.glob("*.jaxexe"))
+  prefetched.result()  # loaded in the background; compile_cached must not load it again
+  real_load = executable_cache._load  # pylint: disable=protected-access
+  monkeypatch.setattr(executable_cache, "_load", mock.Mock(side_effect=AssertionError))
+  args = _args()
+  compiled = executable_cache.compile_cached(jax.jit(_counting_step(traces)), *args,
+                                             description={"lr": 0.1}, folder=tmp_path,
+                                             prefetched=prefetched)
+  assert len(traces) == 1 and int(compiled(*args)[0].n) == 1
+  monkeypatch.setattr(executable_cache, "_load", real_load)
+  # Two argument shapes stored: the prefetch takes the newest file (5 rows), which is not the
+  # one 4 rows ask for, so compile_cached loads theirs.
+  stored_4 = prefetched.path
+  executable_cache.compile_cached(jax.jit(_counting_step(traces)), *_args(rows=5),
+                                  description={"lr": 0.1}, folder=tmp_path)
+  os.utime(stored_4, (0, 0))
+  prefetched = executable_cache.prefetch({"lr": 0.1}, folder=tmp_path)
+  assert prefetched.path != stored_4 and len(traces) == 2
+  compiled = executable_cache.compile_cached(jax.jit(_counting_step(traces)), *args,
+                                             description={"lr": 0.1}, folder=tmp_path,
+                                             prefetched=prefetched)
+  assert len(traces) == 2
+  np.testing.assert_allclose(compiled(*args)[0].w, 2 + float(np.arange(8.0).sum()))
 
 
 def test_the_code_is_part_of_the_key(monkeypatch: pytest.MonkeyPatch):

@@ -1,6 +1,5 @@
 """Stopping on request: SIGTERM / Ctrl-C become a flag, a second Ctrl-C exits at once, and the
 messages that end a run name the step to resume from (runtime/preemption.py)."""
-import contextlib
 import logging
 import os
 import signal

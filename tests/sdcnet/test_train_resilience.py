@@ -4,7 +4,6 @@ newest checkpoint falls back, a workdir of another run is refused, a full disk e
 
 One tiny run shape (64x64 crops of one window, batch 1, one device) so every run after the first
 compiles from the persistent cache."""
-import errno
 import logging
 import os
 import pathlib
@@ -16,6 +15,7 @@ import time
 from unittest import mock
 
 from _testlib import ROOT
+from _testlib import disk_full_at_step
 from _testlib import load_config
 from _testlib import no_keyboard_interrupt
 from _testlib import read_checkpoint_params
@@ -23,7 +23,6 @@ from _testlib import sigint_on_call
 from _testlib import subprocess_env
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from jaxseg.runtime import checkpoint as checkpoint_lib
@@ -118,14 +117,7 @@ def test_ctrl_c_saves_then_resume_falls_back_from_a_damaged_step(shared_data, tm
   # disk fills while writing step 4: one line naming the step to resume from.
   data = max((ckpt / "3" / "model").rglob("d/*"), key=lambda p: p.stat().st_size)
   data.write_bytes(data.read_bytes()[:100])
-  real_save = ocp.CheckpointManager.save
-
-  def full_at_step_4(self, step, *args, **kwargs):
-    if step == 4:
-      raise OSError(errno.ENOSPC, "No space left on device")
-    return real_save(self, step, *args, **kwargs)
-
-  with mock.patch.object(ocp.CheckpointManager, "save", full_at_step_4):
+  with disk_full_at_step(4):
     with pytest.raises(SystemExit) as exit_info:
       train.train_sdcnet(_config(shared_data, **{"train.num_steps": 10}), str(tmp_path))
   assert exit_info.value.code == (

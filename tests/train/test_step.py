@@ -98,3 +98,21 @@ def test_fp16_step_skips_non_finite_and_halves_scale():
   assert not bool(metrics["finite"])
   assert float(state.loss_scale["scale"]) == pytest.approx(5e37, rel=1e-6)
   _assert_close_trees(before, jax.device_get(state.params), rtol=0, atol=0)
+
+
+def test_a_run_builds_its_model_once_and_its_shapes_match_an_abstract_build(monkeypatch):
+  """init() gives the layout, shardings and shapes (no abstract build beforehand); asked for
+  first, they come from jax.eval_shape, and both ways agree."""
+  builds = []
+  real_from_config = step_lib.registry.from_config
+  monkeypatch.setattr(step_lib.registry, "from_config",
+                      lambda *a, **k: (builds.append(1), real_from_config(*a, **k))[1])
+  config = _config()
+  _, fns = _functions(config, jax.devices()[:2])
+  state = fns.init()
+  assert fns.train_step is fns.train_step and len(builds) == 1
+  _, abstract_first = _functions(config, jax.devices()[:2])
+  spec = lambda tree: jax.tree.map(lambda x: (x.shape, str(x.dtype)), tree)
+  assert spec(abstract_first.abstract_state) == spec(fns.abstract_state) == spec(state)
+  assert abstract_first.state_sharding == fns.state_sharding
+  assert len(builds) == 2  # the abstract build
