@@ -179,9 +179,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   total_steps = total_train_steps(config, clock, batch_size)
   tx, schedule = optimizer_lib.create_optimizer(config, total_steps, clock)
   start_rlx_off = None  # the loss is built for the epoch the run (re)starts in
+  describe = lambda rlx_off: train_step_description(config, num_classes, rlx_off, total_steps,
+                                                     clock, mesh)
   # A stored train step loads in the background while the state and first batch are made.
-  prefetched = executable_cache.prefetch(train_step_description(
-      config, num_classes, rlx_off_at(config, 0), total_steps, clock, mesh))
+  prefetched = executable_cache.prefetch(describe(rlx_off_at(config, 0)))
   fns = step_lib.create_step_functions(config, mesh=mesh, num_classes=num_classes, tx=tx,
                                        loss_fn=None)
   state = fns.init()
@@ -241,8 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         jitted = fns.make_train_step(make_loss(config, num_classes, rlx_off))
         compile_start = time.perf_counter()
         train_step = executable_cache.compile_cached(
-            jitted, state, batch, rng, description=train_step_description(
-                config, num_classes, rlx_off, total_steps, clock, mesh), prefetched=prefetched)
+            jitted, state, batch, rng, description=describe(rlx_off), prefetched=prefetched)
         prefetched = None
         if is_main:
           logging.info("train step ready in %.1f s", time.perf_counter() - compile_start)

@@ -110,7 +110,8 @@ def test_a_run_builds_its_model_once_and_its_shapes_match_an_abstract_build(monk
   config = _config()
   _, fns = _functions(config, jax.devices()[:2])
   state = fns.init()
-  assert fns.train_step is fns.train_step and len(builds) == 1
+  _ = fns.train_step  # jitting the step uses the layout init() gave: no build of its own
+  assert len(builds) == 1
   _, abstract_first = _functions(config, jax.devices()[:2])
   spec = lambda tree: jax.tree.map(lambda x: (x.shape, str(x.dtype)), tree)
   assert spec(abstract_first.abstract_state) == spec(fns.abstract_state) == spec(state)
